@@ -1,0 +1,1 @@
+//! NAB runner and scorer (to be written).

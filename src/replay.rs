@@ -1,0 +1,1 @@
+//! Replay a CSV through a model (to be written).

@@ -1,0 +1,1 @@
+//! HTTP/WebSocket service (to be written).

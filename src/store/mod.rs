@@ -1,0 +1,1 @@
+//! Checkpoints and the stream registry (to be written).
