@@ -52,7 +52,7 @@ impl ModelParams {
 
     /// The named preset, or `None` for an unknown name.
     pub fn preset(name: &str) -> Option<ModelParams> {
-        Self::PRESETS.contains(&name).then(|| ModelParams {
+        Self::PRESETS.contains(&name).then_some(ModelParams {
             value_encoder: ValueEncoderParams {
                 size: 400,
                 active_bits: 21,

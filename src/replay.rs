@@ -1,1 +1,0 @@
-//! Replay a CSV through a model (to be written).

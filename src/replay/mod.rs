@@ -1,0 +1,2 @@
+//! Replaying a CSV series through a model (the `replay` command).
+pub mod series;
