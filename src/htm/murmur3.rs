@@ -110,7 +110,12 @@ mod tests {
     /// step, agrees with the general implementation.
     #[test]
     fn one_block_formula_matches_general_form() {
-        for (key, seed) in [(0u32, 42u32), (7, 1), (0xdead_beef, 0x9747_b28c), (u32::MAX, 3)] {
+        for (key, seed) in [
+            (0u32, 42u32),
+            (7, 1),
+            (0xdead_beef, 0x9747_b28c),
+            (u32::MAX, 3),
+        ] {
             let mut k = key.wrapping_mul(C1);
             k = k.rotate_left(15);
             k = k.wrapping_mul(C2);

@@ -233,19 +233,27 @@ mod tests {
         let cases: &[(f64, [u32; 14])] = &[
             (
                 0.0,
-                [107, 139, 166, 299, 363, 385, 444, 474, 491, 547, 618, 620, 645, 698],
+                [
+                    107, 139, 166, 299, 363, 385, 444, 474, 491, 547, 618, 620, 645, 698,
+                ],
             ),
             (
                 21.2,
-                [7, 35, 98, 115, 132, 180, 210, 215, 237, 302, 381, 563, 650, 691],
+                [
+                    7, 35, 98, 115, 132, 180, 210, 215, 237, 302, 381, 563, 650, 691,
+                ],
             ),
             (
                 21.9,
-                [7, 35, 98, 115, 132, 180, 210, 215, 237, 302, 381, 563, 650, 691],
+                [
+                    7, 35, 98, 115, 132, 180, 210, 215, 237, 302, 381, 563, 650, 691,
+                ],
             ),
             (
                 50.0,
-                [98, 104, 173, 215, 315, 333, 384, 452, 454, 481, 546, 558, 661, 683],
+                [
+                    98, 104, 173, 215, 315, 333, 384, 452, 454, 481, 546, 558, 661, 683,
+                ],
             ),
         ];
         for (x, expected) in cases {
@@ -357,8 +365,20 @@ mod tests {
         assert!(Rdse::new(ok.clone()).is_ok());
         let bad = [
             ("default", RdseParams::default()),
-            ("size 0", RdseParams { size: 0, ..ok.clone() }),
-            ("seed 0", RdseParams { seed: 0, ..ok.clone() }),
+            (
+                "size 0",
+                RdseParams {
+                    size: 0,
+                    ..ok.clone()
+                },
+            ),
+            (
+                "seed 0",
+                RdseParams {
+                    seed: 0,
+                    ..ok.clone()
+                },
+            ),
             (
                 "both widths",
                 RdseParams {
@@ -436,24 +456,34 @@ mod tests {
         for (what, p) in bad {
             let err = Rdse::new(p).unwrap_err();
             assert!(
-                matches!(err, EncoderError::InvalidParams { encoder: "RDSE", .. }),
+                matches!(
+                    err,
+                    EncoderError::InvalidParams {
+                        encoder: "RDSE",
+                        ..
+                    }
+                ),
                 "{what}: {err:?}"
             );
         }
-        let msg = Rdse::new(RdseParams { seed: 0, ..ok }).unwrap_err().to_string();
+        let msg = Rdse::new(RdseParams { seed: 0, ..ok })
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("seed"), "{msg}");
     }
 
     #[test]
-    fn params_round_trip_through_json() {
-        let p: RdseParams =
-            serde_json::from_str(r#"{"size": 700, "sparsity": 0.02, "resolution": 0.88, "seed": 42}"#)
-                .unwrap();
+    fn params_from_json_and_state_round_trip() {
+        let p: RdseParams = serde_json::from_str(
+            r#"{"size": 700, "sparsity": 0.02, "resolution": 0.88, "seed": 42}"#,
+        )
+        .unwrap();
         assert_eq!(p.active_bits, 0);
         assert!(!p.category);
         let enc = Rdse::new(p).unwrap();
-        let json = serde_json::to_string(&enc).unwrap();
-        let back: Rdse = serde_json::from_str(&json).unwrap();
+        let config = bincode::config::standard();
+        let bytes = bincode::serde::encode_to_vec(&enc, config).unwrap();
+        let (back, _): (Rdse, usize) = bincode::serde::decode_from_slice(&bytes, config).unwrap();
         assert_eq!(back, enc);
         assert_eq!(encode(&back, 21.2), encode(&enc, 21.2));
         assert!(serde_json::from_str::<RdseParams>(r#"{"size": 7, "bits": 3}"#).is_err());

@@ -673,7 +673,13 @@ mod tests {
         for p in bad {
             let err = ScalarEncoder::new(p.clone()).unwrap_err();
             assert!(
-                matches!(err, EncoderError::InvalidParams { encoder: "ScalarEncoder", .. }),
+                matches!(
+                    err,
+                    EncoderError::InvalidParams {
+                        encoder: "ScalarEncoder",
+                        ..
+                    }
+                ),
                 "{p:?} gave {err:?}"
             );
         }
@@ -681,9 +687,10 @@ mod tests {
 
     #[test]
     fn params_deserialize_with_defaults_and_reject_unknown_fields() {
-        let p: ScalarEncoderParams =
-            serde_json::from_str(r#"{"maximum": 24, "periodic": true, "size": 48, "active_bits": 4}"#)
-                .unwrap();
+        let p: ScalarEncoderParams = serde_json::from_str(
+            r#"{"maximum": 24, "periodic": true, "size": 48, "active_bits": 4}"#,
+        )
+        .unwrap();
         assert_eq!(p.minimum, 0.0);
         assert_eq!(p.size, 48);
         assert!(p.periodic && !p.category);
