@@ -1848,4 +1848,59 @@ mod tests {
             prop_assert_eq!(a.state.pool_perms, b.state.pool_perms);
         }
     }
+
+    #[test]
+    fn bincode_round_trip_keeps_the_whole_state() {
+        let mut sp = SpatialPooler::new(&[100], small_params()).unwrap();
+        let mut active = Sdr::new(50);
+        for step in 1..=30 {
+            sp.compute(&random_input(100, 0.1, step), true, &mut active);
+        }
+        let config = bincode::config::standard();
+        let bytes = bincode::serde::encode_to_vec(&sp, config).unwrap();
+        let (mut restored, read): (SpatialPooler, usize) =
+            bincode::serde::decode_from_slice(&bytes, config).unwrap();
+        assert_eq!(read, bytes.len());
+        let mut other = Sdr::new(50);
+        for step in 31..=60 {
+            let input = random_input(100, 0.1, step);
+            sp.compute(&input, true, &mut active);
+            restored.compute(&input, true, &mut other);
+            assert_eq!(active, other);
+        }
+    }
+
+    /// Size report for the service's target preset (run with `--ignored
+    /// --nocapture`).
+    #[test]
+    #[ignore]
+    fn preset_memory_report() {
+        let params = SpatialPoolerParams {
+            column_dimensions: vec![2048],
+            potential_radius: 454,
+            potential_pct: 0.8,
+            local_area_density: 40.0 / 2048.0,
+            ..SpatialPoolerParams::default()
+        };
+        let mut sp = SpatialPooler::new(&[454], params).unwrap();
+        let mut active = Sdr::new(2048);
+        let start = std::time::Instant::now();
+        for step in 1..=200 {
+            sp.compute(&random_input(454, 42.0 / 454.0, step), true, &mut active);
+            assert_eq!(active.count(), 40);
+        }
+        let per_step = start.elapsed() / 200;
+        println!(
+            "synapses {} connected {} memory {} bytes, {:?}/step (this profile)",
+            sp.state.pool_inputs.len(),
+            sp.num_connected_synapses(),
+            sp.memory_bytes(),
+            per_step
+        );
+        let json_len = serde_json::to_vec(&sp).unwrap().len();
+        let bin_len = bincode::serde::encode_to_vec(&sp, bincode::config::standard())
+            .unwrap()
+            .len();
+        println!("json {json_len} bytes, bincode {bin_len} bytes");
+    }
 }
