@@ -1,1 +1,1906 @@
-//! (to be written)
+//! The Spatial Pooler: maps an input SDR to a fixed-sparsity set of active
+//! columns, learning which input bits each column responds to.
+//!
+//! Every column owns one proximal segment whose synapses reach a random
+//! subset (the *potential pool*) of the inputs around the column's centre.
+//! A column's overlap is the number of active inputs on its *connected*
+//! synapses; the columns with the largest (boosted) overlaps win an
+//! inhibition round, and only winners learn (Hebbian: synapses on active
+//! inputs grow, the others decay). Duty cycles track how often each column
+//! overlaps and wins; boosting and bumping keep rarely used columns in play,
+//! so the whole column population is used to represent the input space.
+//!
+//! Semantics follow htm.core (reference `docs/htm-reference.md`: §2 for the
+//! synapse rules the SP relies on, §3 for the algorithm, §9 for the pitfalls),
+//! including the order of random draws and the f32/f64 mix of every formula,
+//! so that a pooler built here produces the same columns as htm.core's bit
+//! for bit (checked by the `ExactOutput` scenario in the tests below).
+//!
+//! Layout: the potential pools of all columns live in two flat arrays
+//! (input index, f32 permanence), column `c` owning the slice
+//! `pool_offsets[c]..pool_offsets[c + 1]`, its inputs ascending. A reverse
+//! index from each input to the columns holding a *connected* synapse from it
+//! makes the overlap cost proportional to the active inputs; it is kept in
+//! step with every permanence change that crosses the connected threshold and
+//! is rebuilt (not stored) when a pooler is deserialized.
+
+use std::cmp::Ordering;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::random::Random;
+use super::sdr::Sdr;
+
+/// htm.core's global permanence epsilon (`EPS`, reference "Conventions").
+const EPS: f32 = 1e-6;
+/// Fraction of a potential pool whose initial permanence is drawn connected.
+const INIT_CONNECTED_PCT: f64 = 0.5;
+/// Upper bound of the target density of active columns.
+const MAX_LOCAL_AREA_DENSITY: f32 = 0.5;
+/// Inhibition radius and minimum duty cycles are refreshed every this many
+/// iterations.
+const UPDATE_PERIOD: u32 = 50;
+/// Largest supported number of input / column dimensions (fixed-size
+/// coordinate buffers keep neighbourhood walks allocation-free).
+pub const MAX_DIMENSIONS: usize = 8;
+/// Marks a synapse that is not in the connected reverse index.
+const NOT_CONNECTED: u32 = u32::MAX;
+
+/// Spatial Pooler parameters (reference §3.1; JSON names are the field names).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpatialPoolerParams {
+    /// Shape of the column space; same rank as the input.
+    pub column_dimensions: Vec<u32>,
+    /// Neighbourhood radius (input coordinates) of a column's potential pool;
+    /// values above the number of inputs are clipped to it.
+    pub potential_radius: u32,
+    /// Fraction of the neighbourhood that becomes the potential pool, in (0, 1].
+    pub potential_pct: f32,
+    /// Whether all columns compete in one inhibition area.
+    pub global_inhibition: bool,
+    /// Target fraction of active columns (exclusive with the next field).
+    pub local_area_density: f32,
+    /// Alternative target: winners per inhibition area.
+    pub num_active_columns_per_inh_area: u32,
+    /// Minimum boosted overlap for a column to become active; also the number
+    /// of synapses each column keeps connected.
+    pub stimulus_threshold: u32,
+    /// Permanence decrement of inactive inputs on winning columns.
+    pub syn_perm_inactive_dec: f32,
+    /// Permanence increment of active inputs on winning columns.
+    pub syn_perm_active_inc: f32,
+    /// Permanence at which a synapse counts as connected.
+    pub syn_perm_connected: f32,
+    /// Weak-column threshold, as a fraction of the largest overlap duty cycle.
+    pub min_pct_overlap_duty_cycles: f32,
+    /// Averaging window of the duty cycles (iterations).
+    pub duty_cycle_period: u32,
+    /// Boosting strength; 0 disables boosting.
+    pub boost_strength: f32,
+    /// Seed of the pooler's random generator (0 is an ordinary seed here).
+    pub seed: u32,
+    /// Whether neighbourhoods wrap around the edges of the input and column
+    /// spaces.
+    pub wrap_around: bool,
+}
+
+impl Default for SpatialPoolerParams {
+    /// htm.core's python-binding defaults, except global inhibition and 2048
+    /// columns.
+    fn default() -> Self {
+        Self {
+            column_dimensions: vec![2048],
+            potential_radius: 16,
+            potential_pct: 0.5,
+            global_inhibition: true,
+            local_area_density: 0.02,
+            num_active_columns_per_inh_area: 0,
+            stimulus_threshold: 0,
+            syn_perm_inactive_dec: 0.01,
+            syn_perm_active_inc: 0.1,
+            syn_perm_connected: 0.1,
+            min_pct_overlap_duty_cycles: 0.001,
+            duty_cycle_period: 1000,
+            boost_strength: 0.0,
+            seed: 1,
+            wrap_around: true,
+        }
+    }
+}
+
+/// Why a Spatial Pooler could not be built or restored.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SpatialPoolerError {
+    /// A parameter (named as in JSON; `input_dimensions` for the input shape)
+    /// is out of its valid range.
+    #[error("invalid spatial pooler parameter `{field}`: {message}")]
+    InvalidParameter {
+        /// The offending field.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A deserialized state is internally inconsistent.
+    #[error("corrupt spatial pooler state: {0}")]
+    CorruptState(String),
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> SpatialPoolerError {
+    SpatialPoolerError::InvalidParameter {
+        field,
+        message: message.into(),
+    }
+}
+
+/// Everything that defines a pooler; this is what (de)serializes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct State {
+    params: SpatialPoolerParams,
+    input_dimensions: Vec<u32>,
+    num_inputs: u32,
+    num_columns: u32,
+    /// `potential_radius` clipped to the number of inputs.
+    potential_radius: u32,
+    /// `syn_perm_connected - EPS`: a synapse is connected iff its permanence
+    /// is at least this (reference §2).
+    connected_threshold: f32,
+    /// Column `c`'s synapses are `pool_offsets[c]..pool_offsets[c + 1]`.
+    pool_offsets: Vec<u32>,
+    /// Presynaptic input of every synapse, ascending within a column.
+    pool_inputs: Vec<u32>,
+    /// Permanence of every synapse, in [0, 1].
+    pool_perms: Vec<f32>,
+    overlap_duty_cycles: Vec<f32>,
+    active_duty_cycles: Vec<f32>,
+    min_overlap_duty_cycles: Vec<f32>,
+    boost_factors: Vec<f32>,
+    inhibition_radius: u32,
+    /// Calls to `compute` (learning or not); drives the duty-cycle period and
+    /// the update rounds.
+    iteration_num: u32,
+    /// Calls to `compute` with `learn = true`.
+    iteration_learn_num: u32,
+    rng: Random,
+}
+
+/// The Spatial Pooler (reference §3). Build with [`SpatialPooler::new`], feed
+/// with [`SpatialPooler::compute`].
+#[derive(Clone, Debug)]
+pub struct SpatialPooler {
+    state: State,
+    /// Per input: the columns with a connected synapse from it (any order).
+    /// Derived from the permanences; rebuilt on deserialization.
+    connected_columns: Vec<Vec<u32>>,
+    /// Per input: the synapse ids matching `connected_columns`, so an entry
+    /// can be removed in O(1).
+    connected_synapses: Vec<Vec<u32>>,
+    /// Per synapse: its position in its input's connected lists, or
+    /// `NOT_CONNECTED`.
+    connected_slot: Vec<u32>,
+    /// Per column: number of connected synapses.
+    num_connected: Vec<u32>,
+    /// Raw overlaps of the last compute (scratch, reused).
+    overlaps: Vec<u32>,
+    /// Boosted overlaps of the last compute (scratch, reused).
+    boosted: Vec<f32>,
+    /// Winners of the last compute, ascending (scratch, reused).
+    winners: Vec<u32>,
+    /// Per column "already active in this pass" for local inhibition.
+    active_mask: Vec<bool>,
+    /// Scratch for finding the k-th largest permanence of a column.
+    perm_scratch: Vec<f32>,
+}
+
+impl Serialize for SpatialPooler {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.state.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for SpatialPooler {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let state = State::deserialize(deserializer)?;
+        Self::from_state(state).map_err(serde::de::Error::custom)
+    }
+}
+
+impl SpatialPooler {
+    /// Build a pooler for inputs of shape `input_dimensions`, drawing the
+    /// potential pools and initial permanences from `params.seed`
+    /// (reference §3.2).
+    pub fn new(
+        input_dimensions: &[u32],
+        params: SpatialPoolerParams,
+    ) -> Result<Self, SpatialPoolerError> {
+        let (num_inputs, num_columns) = validate(input_dimensions, &params)?;
+        let n = num_columns as usize;
+        let state = State {
+            input_dimensions: input_dimensions.to_vec(),
+            num_inputs,
+            num_columns,
+            potential_radius: params.potential_radius.min(num_inputs),
+            connected_threshold: params.syn_perm_connected - EPS,
+            pool_offsets: Vec::with_capacity(n + 1),
+            pool_inputs: Vec::new(),
+            pool_perms: Vec::new(),
+            overlap_duty_cycles: vec![0.0; n],
+            active_duty_cycles: vec![0.0; n],
+            min_overlap_duty_cycles: vec![0.0; n],
+            boost_factors: vec![1.0; n],
+            inhibition_radius: 0,
+            iteration_num: 0,
+            iteration_learn_num: 0,
+            rng: Random::new(params.seed),
+            params,
+        };
+        let mut sp = Self::with_empty_indices(state);
+        sp.initialize_pools();
+        sp.update_inhibition_radius();
+        Ok(sp)
+    }
+
+    fn with_empty_indices(state: State) -> Self {
+        let n = state.num_columns as usize;
+        Self {
+            connected_columns: vec![Vec::new(); state.num_inputs as usize],
+            connected_synapses: vec![Vec::new(); state.num_inputs as usize],
+            connected_slot: Vec::new(),
+            num_connected: vec![0; n],
+            overlaps: vec![0; n],
+            boosted: vec![0.0; n],
+            winners: Vec::with_capacity(n),
+            active_mask: vec![false; n],
+            perm_scratch: Vec::new(),
+            state,
+        }
+    }
+
+    /// Restore from a deserialized state: check it, rebuild the indices.
+    fn from_state(state: State) -> Result<Self, SpatialPoolerError> {
+        let (num_inputs, num_columns) = validate(&state.input_dimensions, &state.params)
+            .map_err(|e| SpatialPoolerError::CorruptState(e.to_string()))?;
+        let corrupt = |m: &str| Err(SpatialPoolerError::CorruptState(m.to_string()));
+        let n = num_columns as usize;
+        if state.num_inputs != num_inputs || state.num_columns != num_columns {
+            return corrupt("sizes disagree with the dimensions");
+        }
+        if state.pool_offsets.len() != n + 1
+            || state.pool_offsets[0] != 0
+            || state.pool_offsets.windows(2).any(|w| w[0] > w[1])
+            || *state.pool_offsets.last().unwrap_or(&0) as usize != state.pool_inputs.len()
+            || state.pool_inputs.len() != state.pool_perms.len()
+        {
+            return corrupt("synapse arrays are inconsistent");
+        }
+        if state.pool_inputs.iter().any(|&i| i >= num_inputs)
+            || state.pool_perms.iter().any(|p| !(0.0..=1.0).contains(p))
+        {
+            return corrupt("synapse out of range");
+        }
+        if [
+            &state.overlap_duty_cycles,
+            &state.active_duty_cycles,
+            &state.min_overlap_duty_cycles,
+            &state.boost_factors,
+        ]
+        .iter()
+        .any(|v| v.len() != n)
+        {
+            return corrupt("per-column arrays have the wrong length");
+        }
+        let mut sp = Self::with_empty_indices(state);
+        sp.rebuild_connected_index();
+        Ok(sp)
+    }
+
+    fn rebuild_connected_index(&mut self) {
+        let st = &self.state;
+        self.connected_slot = vec![NOT_CONNECTED; st.pool_inputs.len()];
+        self.connected_columns.iter_mut().for_each(Vec::clear);
+        self.connected_synapses.iter_mut().for_each(Vec::clear);
+        self.num_connected.fill(0);
+        for c in 0..st.num_columns as usize {
+            for s in st.pool_offsets[c] as usize..st.pool_offsets[c + 1] as usize {
+                if st.pool_perms[s] >= st.connected_threshold {
+                    let input = st.pool_inputs[s] as usize;
+                    self.connected_slot[s] = self.connected_columns[input].len() as u32;
+                    self.connected_columns[input].push(c as u32);
+                    self.connected_synapses[input].push(s as u32);
+                    self.num_connected[c] += 1;
+                }
+            }
+        }
+    }
+
+    /// Draw every column's potential pool and initial permanences, column by
+    /// column, in htm.core's draw order (reference §3.2).
+    fn initialize_pools(&mut self) {
+        let mut neighbourhood = Vec::new();
+        let mut chosen = Vec::new();
+        self.state.pool_offsets.clear();
+        self.state.pool_offsets.push(0);
+        for c in 0..self.state.num_columns {
+            let st = &mut self.state;
+            let centre = map_column(c, &st.params.column_dimensions, &st.input_dimensions);
+            neighbourhood.clear();
+            neighbourhood.extend(Neighbourhood::new(
+                &st.input_dimensions,
+                centre,
+                st.potential_radius,
+                st.params.wrap_around,
+            ));
+            let num_potential =
+                (neighbourhood.len() as f32 * st.params.potential_pct).round() as usize;
+            chosen.clear();
+            chosen.extend(st.rng.sample(&neighbourhood, num_potential));
+            chosen.sort_unstable();
+            let connected = st.params.syn_perm_connected;
+            for &input in &chosen {
+                let perm = if st.rng.next_f64() <= INIT_CONNECTED_PCT {
+                    st.rng.real_range(connected, 1.0)
+                } else {
+                    st.rng.real_range(0.0, connected)
+                };
+                st.pool_inputs.push(input);
+                st.pool_perms.push(perm.clamp(0.0, 1.0));
+            }
+            st.pool_offsets.push(st.pool_inputs.len() as u32);
+            self.connected_slot
+                .resize(st.pool_inputs.len(), NOT_CONNECTED);
+            let range = self.synapse_range(c);
+            for s in range {
+                let perm = self.state.pool_perms[s];
+                self.index_permanence_change(c, s, f32::NEG_INFINITY, perm);
+            }
+            self.raise_permanences_to_threshold(c);
+        }
+    }
+
+    /// Number of inputs (bits of the input SDR).
+    pub fn num_inputs(&self) -> u32 {
+        self.state.num_inputs
+    }
+
+    /// Number of columns (bits of the output SDR).
+    pub fn num_columns(&self) -> u32 {
+        self.state.num_columns
+    }
+
+    /// The parameters this pooler was built with.
+    pub fn params(&self) -> &SpatialPoolerParams {
+        &self.state.params
+    }
+
+    /// Shape of the input space.
+    pub fn input_dimensions(&self) -> &[u32] {
+        &self.state.input_dimensions
+    }
+
+    /// Raw (unboosted) overlap of every column in the last `compute` (zeros
+    /// before the first compute and right after deserialization).
+    pub fn overlaps(&self) -> &[u32] {
+        &self.overlaps
+    }
+
+    /// Boost factor of every column (1 while boosting is off).
+    pub fn boost_factors(&self) -> &[f32] {
+        &self.state.boost_factors
+    }
+
+    /// How often each column has been active (moving average).
+    pub fn active_duty_cycles(&self) -> &[f32] {
+        &self.state.active_duty_cycles
+    }
+
+    /// How often each column has had a non-zero overlap (moving average).
+    pub fn overlap_duty_cycles(&self) -> &[f32] {
+        &self.state.overlap_duty_cycles
+    }
+
+    /// Overlap duty cycle below which a column is bumped.
+    pub fn min_overlap_duty_cycles(&self) -> &[f32] {
+        &self.state.min_overlap_duty_cycles
+    }
+
+    /// Current inhibition radius (in columns).
+    pub fn inhibition_radius(&self) -> u32 {
+        self.state.inhibition_radius
+    }
+
+    /// Calls to `compute` so far, learning or not.
+    pub fn iteration_num(&self) -> u32 {
+        self.state.iteration_num
+    }
+
+    /// Calls to `compute` with learning so far.
+    pub fn iteration_learn_num(&self) -> u32 {
+        self.state.iteration_learn_num
+    }
+
+    /// The potential pool of `column` as (input, permanence), inputs
+    /// ascending. For tests and diagnostics (allocates).
+    pub fn permanences(&self, column: u32) -> Vec<(u32, f32)> {
+        self.synapse_range(column)
+            .map(|s| (self.state.pool_inputs[s], self.state.pool_perms[s]))
+            .collect()
+    }
+
+    /// Total number of connected synapses over all columns.
+    pub fn num_connected_synapses(&self) -> usize {
+        self.num_connected.iter().map(|&n| n as usize).sum()
+    }
+
+    /// Approximate heap bytes held by this pooler.
+    pub fn memory_bytes(&self) -> usize {
+        fn bytes<T>(v: &Vec<T>) -> usize {
+            v.capacity() * std::mem::size_of::<T>()
+        }
+        let st = &self.state;
+        let nested = |v: &Vec<Vec<u32>>| bytes(v) + v.iter().map(bytes).sum::<usize>();
+        bytes(&st.input_dimensions)
+            + bytes(&st.params.column_dimensions)
+            + bytes(&st.pool_offsets)
+            + bytes(&st.pool_inputs)
+            + bytes(&st.pool_perms)
+            + bytes(&st.overlap_duty_cycles)
+            + bytes(&st.active_duty_cycles)
+            + bytes(&st.min_overlap_duty_cycles)
+            + bytes(&st.boost_factors)
+            + 624 * 4 // generator state
+            + nested(&self.connected_columns)
+            + nested(&self.connected_synapses)
+            + bytes(&self.connected_slot)
+            + bytes(&self.num_connected)
+            + bytes(&self.overlaps)
+            + bytes(&self.boosted)
+            + bytes(&self.winners)
+            + bytes(&self.active_mask)
+            + bytes(&self.perm_scratch)
+    }
+
+    /// Map `input` to active columns, written (ascending) into `active`, and
+    /// learn from it if `learn` (reference §3.3).
+    ///
+    /// `active` is resized to [`num_columns`](Self::num_columns) bits if it
+    /// has another size; once it has, no allocation happens here. With
+    /// `learn = false` no learned state changes (permanences, duty cycles,
+    /// boost factors); only the iteration counter advances, as in htm.core.
+    ///
+    /// # Panics
+    /// If `input.size()` differs from [`num_inputs`](Self::num_inputs).
+    pub fn compute(&mut self, input: &Sdr, learn: bool, active: &mut Sdr) {
+        assert_eq!(
+            input.size(),
+            self.state.num_inputs,
+            "spatial pooler input has the wrong size"
+        );
+        self.state.iteration_num += 1;
+        if learn {
+            self.state.iteration_learn_num += 1;
+        }
+        self.compute_overlaps(input);
+        self.compute_boosted_overlaps();
+        self.inhibit_columns();
+        if learn {
+            self.learn(input);
+        }
+        if active.size() != self.state.num_columns {
+            *active = Sdr::new(self.state.num_columns);
+        }
+        active.set_sorted_indices(&self.winners);
+    }
+
+    fn compute_overlaps(&mut self, input: &Sdr) {
+        self.overlaps.fill(0);
+        for &i in input.indices() {
+            for &c in &self.connected_columns[i as usize] {
+                self.overlaps[c as usize] += 1;
+            }
+        }
+    }
+
+    fn compute_boosted_overlaps(&mut self) {
+        let st = &self.state;
+        if st.params.boost_strength < EPS {
+            for (b, &o) in self.boosted.iter_mut().zip(&self.overlaps) {
+                *b = o as f32;
+            }
+        } else {
+            for ((b, &o), &f) in self
+                .boosted
+                .iter_mut()
+                .zip(&self.overlaps)
+                .zip(&st.boost_factors)
+            {
+                *b = o as f32 * f;
+            }
+        }
+    }
+
+    /// Target density of active columns for the current inhibition radius
+    /// (reference §3.4).
+    fn density(&self) -> f32 {
+        let p = &self.state.params;
+        if p.num_active_columns_per_inh_area == 0 {
+            return p.local_area_density;
+        }
+        let area = inhibition_area(&p.column_dimensions, self.state.inhibition_radius);
+        (p.num_active_columns_per_inh_area as f32 / area).min(MAX_LOCAL_AREA_DENSITY)
+    }
+
+    fn uses_global_inhibition(&self) -> bool {
+        let st = &self.state;
+        st.params.global_inhibition
+            || st.inhibition_radius > *st.params.column_dimensions.iter().max().unwrap_or(&0)
+    }
+
+    fn inhibit_columns(&mut self) {
+        let density = self.density();
+        let threshold = self.state.params.stimulus_threshold as f32;
+        if self.uses_global_inhibition() {
+            let k = (density * self.state.num_columns as f32) as usize;
+            inhibit_global(&self.boosted, k, threshold, &mut self.winners);
+        } else {
+            self.inhibit_local(density, threshold);
+        }
+    }
+
+    /// Local inhibition (reference §3.4): a column wins if fewer than the
+    /// desired number of its neighbours beat it.
+    fn inhibit_local(&mut self, density: f32, threshold: f32) {
+        let st = &self.state;
+        let dims = &st.params.column_dimensions;
+        let radius = st.inhibition_radius;
+        self.winners.clear();
+        self.active_mask.fill(false);
+        for c in 0..st.num_columns {
+            let mine = self.boosted[c as usize];
+            if mine < threshold {
+                continue;
+            }
+            let hood = Neighbourhood::new(dims, c, radius, st.params.wrap_around);
+            let num_neighbours = hood.len() - 1;
+            let num_desired = (0.5 + density * (num_neighbours + 1) as f32) as usize;
+            let mut beaten_by = 0;
+            for n in hood.filter(|&n| n != c) {
+                let theirs = self.boosted[n as usize];
+                if theirs > mine || (theirs == mine && self.active_mask[n as usize]) {
+                    beaten_by += 1;
+                    if beaten_by >= num_desired {
+                        break;
+                    }
+                }
+            }
+            if beaten_by < num_desired {
+                self.active_mask[c as usize] = true;
+                self.winners.push(c);
+            }
+        }
+    }
+
+    /// The learning half of `compute` (reference §3.3 step 5).
+    fn learn(&mut self, input: &Sdr) {
+        for w in 0..self.winners.len() {
+            let c = self.winners[w];
+            self.adapt_segment(c, input.indices());
+            self.raise_permanences_to_threshold(c);
+        }
+        let period = self
+            .state
+            .params
+            .duty_cycle_period
+            .min(self.state.iteration_num);
+        let overlaps = &self.overlaps;
+        update_duty_cycles(
+            &mut self.state.overlap_duty_cycles,
+            (0..overlaps.len()).filter(|&c| overlaps[c] > 0),
+            period,
+        );
+        update_duty_cycles(
+            &mut self.state.active_duty_cycles,
+            self.winners.iter().map(|&c| c as usize),
+            period,
+        );
+        self.bump_weak_columns();
+        self.update_boost_factors();
+        if self.state.iteration_num % UPDATE_PERIOD == 0 {
+            self.update_inhibition_radius();
+            self.update_min_duty_cycles();
+        }
+    }
+
+    fn synapse_range(&self, column: u32) -> std::ops::Range<usize> {
+        let o = &self.state.pool_offsets;
+        o[column as usize] as usize..o[column as usize + 1] as usize
+    }
+
+    /// Keep the connected reverse index in step with a permanence change of
+    /// synapse `s` (on `column`) from `old` to `new`.
+    fn index_permanence_change(&mut self, column: u32, s: usize, old: f32, new: f32) {
+        let threshold = self.state.connected_threshold;
+        let was = old >= threshold;
+        let now = new >= threshold;
+        if was == now {
+            return;
+        }
+        let input = self.state.pool_inputs[s] as usize;
+        if now {
+            self.connected_slot[s] = self.connected_columns[input].len() as u32;
+            self.connected_columns[input].push(column);
+            self.connected_synapses[input].push(s as u32);
+            self.num_connected[column as usize] += 1;
+        } else {
+            let slot = self.connected_slot[s] as usize;
+            self.connected_slot[s] = NOT_CONNECTED;
+            self.connected_columns[input].swap_remove(slot);
+            self.connected_synapses[input].swap_remove(slot);
+            if let Some(&moved) = self.connected_synapses[input].get(slot) {
+                self.connected_slot[moved as usize] = slot as u32;
+            }
+            self.num_connected[column as usize] -= 1;
+        }
+    }
+
+    /// Set the permanence of synapse `s`, clamped to [0, 1] (reference §2
+    /// `update_permanence`).
+    fn set_permanence(&mut self, column: u32, s: usize, perm: f32) {
+        let new = perm.clamp(0.0, 1.0);
+        let old = std::mem::replace(&mut self.state.pool_perms[s], new);
+        self.index_permanence_change(column, s, old, new);
+    }
+
+    /// Hebbian update of a winning column: synapses on active inputs gain
+    /// `syn_perm_active_inc`, the others lose `syn_perm_inactive_dec`
+    /// (reference §2 `adapt_segment`, no pruning). `active_inputs` is sorted.
+    fn adapt_segment(&mut self, column: u32, active_inputs: &[u32]) {
+        let inc = self.state.params.syn_perm_active_inc;
+        let dec = self.state.params.syn_perm_inactive_dec;
+        let mut next_active = active_inputs.iter().copied().peekable();
+        for s in self.synapse_range(column) {
+            let input = self.state.pool_inputs[s];
+            while next_active.next_if(|&a| a < input).is_some() {}
+            let is_active = next_active.peek() == Some(&input);
+            let delta = if is_active { inc } else { -dec };
+            self.set_permanence(column, s, self.state.pool_perms[s] + delta);
+        }
+    }
+
+    /// Add `delta` to every permanence of `column` (reference §2
+    /// `bump_segment`).
+    fn bump_segment(&mut self, column: u32, delta: f32) {
+        for s in self.synapse_range(column) {
+            self.set_permanence(column, s, self.state.pool_perms[s] + delta);
+        }
+    }
+
+    /// Make sure `column` has at least `stimulus_threshold` connected
+    /// synapses by raising all its permanences by the same amount
+    /// (reference §2 `raise_permanences_to_threshold`).
+    fn raise_permanences_to_threshold(&mut self, column: u32) {
+        let wanted = self.state.params.stimulus_threshold as usize;
+        let range = self.synapse_range(column);
+        if wanted == 0 || self.num_connected[column as usize] as usize >= wanted || range.is_empty()
+        {
+            return;
+        }
+        let k = wanted.min(range.len());
+        self.perm_scratch.clear();
+        self.perm_scratch
+            .extend_from_slice(&self.state.pool_perms[range]);
+        let (_, kth, _) = self
+            .perm_scratch
+            .select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+        let increment = self.state.connected_threshold - *kth;
+        if increment > 0.0 {
+            self.bump_segment(column, increment);
+        }
+    }
+
+    /// Bump every column whose overlap duty cycle fell below its minimum
+    /// (reference §3.3 step 5c).
+    fn bump_weak_columns(&mut self) {
+        let delta = self.state.params.syn_perm_connected / 10.0;
+        for c in 0..self.state.num_columns {
+            let i = c as usize;
+            if self.state.overlap_duty_cycles[i] < self.state.min_overlap_duty_cycles[i] {
+                self.bump_segment(c, delta);
+            }
+        }
+    }
+
+    /// Recompute the boost factors from the active duty cycles (reference
+    /// §3.3 step 5d).
+    fn update_boost_factors(&mut self) {
+        let strength = self.state.params.boost_strength;
+        if strength < EPS {
+            return;
+        }
+        if self.state.params.global_inhibition {
+            let target = self.density();
+            let st = &mut self.state;
+            for (b, &dc) in st.boost_factors.iter_mut().zip(&st.active_duty_cycles) {
+                *b = boost_factor(target, dc, strength);
+            }
+            return;
+        }
+        let st = &mut self.state;
+        let dims = &st.params.column_dimensions;
+        for c in 0..st.num_columns {
+            let mut sum = 0.0f32;
+            let mut count = 0u32;
+            for n in Neighbourhood::new(dims, c, st.inhibition_radius, st.params.wrap_around)
+                .filter(|&n| n != c)
+            {
+                sum += st.active_duty_cycles[n as usize];
+                count += 1;
+            }
+            let own = st.active_duty_cycles[c as usize];
+            let target = (sum + own) / (count + 1) as f32;
+            st.boost_factors[c as usize] = boost_factor(target, own, strength);
+        }
+    }
+
+    /// Minimum overlap duty cycles (reference §3.3 step 5e): a fraction of
+    /// the largest overlap duty cycle, over all columns (global) or over
+    /// each column's neighbourhood (local).
+    fn update_min_duty_cycles(&mut self) {
+        let global = self.uses_global_inhibition();
+        let st = &mut self.state;
+        let pct = st.params.min_pct_overlap_duty_cycles;
+        if global {
+            let max = st
+                .overlap_duty_cycles
+                .iter()
+                .copied()
+                .fold(0.0f32, f32::max);
+            st.min_overlap_duty_cycles.fill(pct * max);
+            return;
+        }
+        let dims = &st.params.column_dimensions;
+        for c in 0..st.num_columns {
+            let max = Neighbourhood::new(dims, c, st.inhibition_radius, st.params.wrap_around)
+                .map(|n| st.overlap_duty_cycles[n as usize])
+                .fold(0.0f32, f32::max);
+            st.min_overlap_duty_cycles[c as usize] = pct * max;
+        }
+    }
+
+    /// Inhibition radius (reference §3.5): all columns when global; else the
+    /// average connected span of the columns, in column units.
+    fn update_inhibition_radius(&mut self) {
+        let st = &self.state;
+        let dims = &st.params.column_dimensions;
+        if st.params.global_inhibition {
+            self.state.inhibition_radius = dims.iter().copied().max().unwrap_or(0);
+            return;
+        }
+        let mut total_span = 0.0f32;
+        for c in 0..st.num_columns {
+            total_span += self.connected_span(c);
+        }
+        let avg_span = total_span / st.num_columns as f32;
+        let diameter = avg_span * avg_columns_per_input(dims, &st.input_dimensions);
+        let radius = ((diameter - 1.0) / 2.0).max(1.0);
+        self.state.inhibition_radius = radius.round() as u32;
+    }
+
+    /// Mean over input dimensions of the extent (max − min + 1) of the
+    /// column's connected inputs; 0 without connected synapses. "Connected"
+    /// here is `permanence >= syn_perm_connected + EPS` (reference §3.5).
+    fn connected_span(&self, column: u32) -> f32 {
+        let st = &self.state;
+        let dims = &st.input_dimensions;
+        let threshold = st.params.syn_perm_connected + EPS;
+        let mut lo = [u32::MAX; MAX_DIMENSIONS];
+        let mut hi = [0u32; MAX_DIMENSIONS];
+        let mut any = false;
+        for s in self.synapse_range(column) {
+            if st.pool_perms[s] < threshold {
+                continue;
+            }
+            any = true;
+            let coords = coordinates(st.pool_inputs[s], dims);
+            for d in 0..dims.len() {
+                lo[d] = lo[d].min(coords[d]);
+                hi[d] = hi[d].max(coords[d]);
+            }
+        }
+        if !any {
+            return 0.0;
+        }
+        let total: f32 = (0..dims.len()).map(|d| (hi[d] - lo[d] + 1) as f32).sum();
+        total / dims.len() as f32
+    }
+}
+
+/// Check the parameters; return (number of inputs, number of columns).
+fn validate(
+    input_dimensions: &[u32],
+    p: &SpatialPoolerParams,
+) -> Result<(u32, u32), SpatialPoolerError> {
+    let size = |dims: &[u32], field: &'static str| -> Result<u32, SpatialPoolerError> {
+        if dims.is_empty() || dims.len() > MAX_DIMENSIONS {
+            return Err(invalid(
+                field,
+                format!(
+                    "must have 1 to {MAX_DIMENSIONS} dimensions, got {}",
+                    dims.len()
+                ),
+            ));
+        }
+        if dims.contains(&0) {
+            return Err(invalid(field, "every dimension must be at least 1"));
+        }
+        dims.iter()
+            .try_fold(1u32, |acc, &d| acc.checked_mul(d))
+            .filter(|&n| n < u32::MAX)
+            .ok_or_else(|| invalid(field, "too many elements"))
+    };
+    let num_inputs = size(input_dimensions, "input_dimensions")?;
+    let num_columns = size(&p.column_dimensions, "column_dimensions")?;
+    if p.column_dimensions.len() != input_dimensions.len() {
+        return Err(invalid(
+            "column_dimensions",
+            format!(
+                "must have the same number of dimensions as the input ({})",
+                input_dimensions.len()
+            ),
+        ));
+    }
+    if !(p.potential_pct > 0.0 && p.potential_pct <= 1.0) {
+        return Err(invalid("potential_pct", "must be in (0, 1]"));
+    }
+    let unit = |x: f32, field: &'static str| {
+        if (0.0..=1.0).contains(&x) {
+            Ok(())
+        } else {
+            Err(invalid(field, "must be in [0, 1]"))
+        }
+    };
+    unit(p.syn_perm_inactive_dec, "syn_perm_inactive_dec")?;
+    unit(p.syn_perm_active_inc, "syn_perm_active_inc")?;
+    unit(p.syn_perm_connected, "syn_perm_connected")?;
+    unit(p.min_pct_overlap_duty_cycles, "min_pct_overlap_duty_cycles")?;
+    if p.duty_cycle_period == 0 {
+        return Err(invalid("duty_cycle_period", "must be at least 1"));
+    }
+    if !(p.boost_strength >= 0.0 && p.boost_strength.is_finite()) {
+        return Err(invalid("boost_strength", "must be a finite number >= 0"));
+    }
+    if !(p.local_area_density >= 0.0 && p.local_area_density <= MAX_LOCAL_AREA_DENSITY) {
+        return Err(invalid("local_area_density", "must be in [0, 0.5]"));
+    }
+    let by_density = p.local_area_density > 0.0;
+    let by_count = p.num_active_columns_per_inh_area > 0;
+    if by_density == by_count {
+        return Err(invalid(
+            "local_area_density",
+            "exactly one of local_area_density and num_active_columns_per_inh_area must be positive",
+        ));
+    }
+    if p.global_inhibition {
+        // Global inhibition: the area is all columns, the winner count fixed.
+        let (field, density) = if by_density {
+            ("local_area_density", p.local_area_density)
+        } else {
+            let d = p.num_active_columns_per_inh_area as f32 / num_columns as f32;
+            (
+                "num_active_columns_per_inh_area",
+                d.min(MAX_LOCAL_AREA_DENSITY),
+            )
+        };
+        if (density * num_columns as f32) as u32 == 0 {
+            return Err(invalid(
+                field,
+                format!("selects no active column out of {num_columns}"),
+            ));
+        }
+    }
+    Ok((num_inputs, num_columns))
+}
+
+/// Global inhibition (reference §3.4): the `k` columns with the largest
+/// boosted overlap (ties: larger index wins), minus those below `threshold`;
+/// written ascending into `winners`.
+fn inhibit_global(boosted: &[f32], k: usize, threshold: f32, winners: &mut Vec<u32>) {
+    winners.clear();
+    winners.extend(0..boosted.len() as u32);
+    // Descending by boosted overlap, then descending by index.
+    let rank = |a: &u32, b: &u32| -> Ordering {
+        boosted[*b as usize]
+            .total_cmp(&boosted[*a as usize])
+            .then(b.cmp(a))
+    };
+    if k == 0 {
+        winners.clear();
+    } else if k < winners.len() {
+        winners.select_nth_unstable_by(k - 1, rank);
+        winners.truncate(k);
+    }
+    // Columns below the threshold rank below every column above it, so
+    // dropping them from the whole top-k equals dropping from its low end.
+    winners.retain(|&c| boosted[c as usize] >= threshold);
+    winners.sort_unstable();
+}
+
+/// Exponential moving average step of duty cycles (reference §3.3 step 5b):
+/// every value decays by `(period - 1) / period`, then each column in
+/// `events` gains `1 / period` (f32 throughout).
+fn update_duty_cycles(duty_cycles: &mut [f32], events: impl Iterator<Item = usize>, period: u32) {
+    debug_assert!(period > 0);
+    let decay = (period - 1) as f32 / period as f32;
+    let increment = 1.0f32 / period as f32;
+    for dc in duty_cycles.iter_mut() {
+        *dc *= decay;
+    }
+    for c in events {
+        duty_cycles[c] += increment;
+    }
+}
+
+/// htm.core's boost: `exp((target_density - duty_cycle) * strength)`, f32.
+fn boost_factor(target_density: f32, active_duty_cycle: f32, strength: f32) -> f32 {
+    ((target_density - active_duty_cycle) * strength).exp()
+}
+
+/// Number of columns in an inhibition area of `radius`:
+/// `Π_d min(dim_d, 2·radius + 1)` (reference §3.3 step 5d / §3.4).
+fn inhibition_area(column_dimensions: &[u32], radius: u32) -> f32 {
+    let side = 2 * u64::from(radius) + 1;
+    column_dimensions
+        .iter()
+        .map(|&d| u64::from(d).min(side))
+        .product::<u64>() as f32
+}
+
+/// `mean_d(column_dim_d / input_dim_d)` in f32 (reference §3.5).
+fn avg_columns_per_input(column_dimensions: &[u32], input_dimensions: &[u32]) -> f32 {
+    let sum: f32 = column_dimensions
+        .iter()
+        .zip(input_dimensions)
+        .map(|(&c, &i)| c as f32 / i as f32)
+        .sum();
+    sum / column_dimensions.len() as f32
+}
+
+/// Row-major coordinates (last dimension fastest) of flat `index`.
+fn coordinates(mut index: u32, dims: &[u32]) -> [u32; MAX_DIMENSIONS] {
+    let mut coords = [0u32; MAX_DIMENSIONS];
+    for d in (0..dims.len()).rev() {
+        coords[d] = index % dims[d];
+        index /= dims[d];
+    }
+    coords
+}
+
+/// The input index at the centre of `column`'s receptive field: per
+/// dimension `floor((coord + 0.5) * (input_dim / column_dim))` in f32
+/// (reference §3.2 step 2).
+fn map_column(column: u32, column_dimensions: &[u32], input_dimensions: &[u32]) -> u32 {
+    let coords = coordinates(column, column_dimensions);
+    let mut index = 0u32;
+    for (d, (&cd, &id)) in column_dimensions.iter().zip(input_dimensions).enumerate() {
+        let ratio = id as f32 / cd as f32;
+        let centre = ((coords[d] as f32 + 0.5) * ratio).floor() as u32;
+        index = index * id + centre.min(id - 1);
+    }
+    index
+}
+
+/// The flat indices within `radius` of `centre` in a space of shape `dims`,
+/// centre included, in htm.core's order (reference §3.2 step 3): per
+/// dimension the offsets run upward from `-radius`; with wrap-around
+/// coordinates are taken modulo the dimension and at most `dim` offsets are
+/// used, without it the offsets stop at the edges; row-major over the offset
+/// vector (last dimension fastest). Every index appears at most once.
+#[derive(Clone, Debug)]
+struct Neighbourhood<'a> {
+    dims: &'a [u32],
+    centre: [i64; MAX_DIMENSIONS],
+    lo: [i64; MAX_DIMENSIONS],
+    hi: [i64; MAX_DIMENSIONS],
+    offset: [i64; MAX_DIMENSIONS],
+    wrap: bool,
+    remaining: usize,
+}
+
+impl<'a> Neighbourhood<'a> {
+    fn new(dims: &'a [u32], centre: u32, radius: u32, wrap: bool) -> Self {
+        let coords = coordinates(centre, dims);
+        let r = i64::from(radius);
+        let mut hood = Self {
+            dims,
+            centre: [0; MAX_DIMENSIONS],
+            lo: [0; MAX_DIMENSIONS],
+            hi: [0; MAX_DIMENSIONS],
+            offset: [0; MAX_DIMENSIONS],
+            wrap,
+            remaining: 1,
+        };
+        for (d, &dim) in dims.iter().enumerate() {
+            let (c, dim) = (i64::from(coords[d]), i64::from(dim));
+            let (lo, hi) = if wrap {
+                (-r, r.min(dim - 1 - r))
+            } else {
+                ((-r).max(-c), r.min(dim - 1 - c))
+            };
+            hood.centre[d] = c;
+            hood.lo[d] = lo;
+            hood.hi[d] = hi;
+            hood.offset[d] = lo;
+            hood.remaining *= (hi - lo + 1) as usize;
+        }
+        hood
+    }
+}
+
+impl Iterator for Neighbourhood<'_> {
+    type Item = u32;
+
+    fn next(&mut self) -> Option<u32> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        let mut index = 0i64;
+        for (d, &dim) in self.dims.iter().enumerate() {
+            let dim = i64::from(dim);
+            let mut x = self.centre[d] + self.offset[d];
+            if self.wrap {
+                x = x.rem_euclid(dim);
+            }
+            index = index * dim + x;
+        }
+        // Advance the odometer, last dimension fastest.
+        for d in (0..self.dims.len()).rev() {
+            if self.offset[d] < self.hi[d] {
+                self.offset[d] += 1;
+                break;
+            }
+            self.offset[d] = self.lo[d];
+        }
+        Some(index as u32)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl ExactSizeIterator for Neighbourhood<'_> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// htm.core's `SpatialPoolerTest.ExactOutput` parameters (reference §10).
+    fn exact_output_params() -> SpatialPoolerParams {
+        SpatialPoolerParams {
+            column_dimensions: vec![200],
+            potential_radius: 99_999,
+            potential_pct: 0.5,
+            global_inhibition: true,
+            local_area_density: 0.05,
+            num_active_columns_per_inh_area: 0,
+            stimulus_threshold: 3,
+            syn_perm_inactive_dec: 0.008,
+            syn_perm_active_inc: 0.05,
+            syn_perm_connected: 0.1,
+            min_pct_overlap_duty_cycles: 0.001,
+            duty_cycle_period: 200,
+            boost_strength: 10.0,
+            seed: 42,
+            wrap_around: true,
+        }
+    }
+
+    #[test]
+    fn exact_output_matches_htm_core() {
+        let mut sp = SpatialPooler::new(&[1000], exact_output_params()).unwrap();
+        let mut input = Sdr::new(1000);
+        let mut active = Sdr::new(200);
+        for i in 0..1000u32 {
+            input.randomize(0.15, &mut Random::new(i + 1));
+            sp.compute(&input, true, &mut active);
+        }
+        assert_eq!(
+            active.indices(),
+            &[4, 64, 74, 78, 85, 113, 125, 126, 127, 153]
+        );
+    }
+
+    /// A small global pooler: 100 inputs, 50 columns, 5 winners.
+    fn small_params() -> SpatialPoolerParams {
+        SpatialPoolerParams {
+            column_dimensions: vec![50],
+            potential_radius: 100,
+            potential_pct: 0.5,
+            local_area_density: 0.1,
+            seed: 7,
+            ..SpatialPoolerParams::default()
+        }
+    }
+
+    fn random_input(size: u32, sparsity: f32, seed: u32) -> Sdr {
+        let mut sdr = Sdr::new(size);
+        sdr.randomize(sparsity, &mut Random::new(seed));
+        sdr
+    }
+
+    /// Overlaps recomputed from the permanences alone.
+    fn brute_force_overlaps(sp: &SpatialPooler, input: &Sdr) -> Vec<u32> {
+        (0..sp.num_columns())
+            .map(|c| {
+                sp.permanences(c)
+                    .iter()
+                    .filter(|&&(i, p)| p >= sp.state.connected_threshold && input.contains(i))
+                    .count() as u32
+            })
+            .collect()
+    }
+
+    fn brute_force_connected(sp: &SpatialPooler) -> usize {
+        sp.state
+            .pool_perms
+            .iter()
+            .filter(|&&p| p >= sp.state.connected_threshold)
+            .count()
+    }
+
+    #[test]
+    fn default_params_are_the_python_defaults_with_global_inhibition() {
+        let p = SpatialPoolerParams::default();
+        assert_eq!(p.column_dimensions, [2048]);
+        assert!(p.global_inhibition);
+        assert_eq!((p.potential_radius, p.potential_pct), (16, 0.5));
+        assert_eq!(
+            (p.syn_perm_active_inc, p.syn_perm_inactive_dec),
+            (0.1, 0.01)
+        );
+        assert_eq!((p.local_area_density, p.duty_cycle_period), (0.02, 1000));
+        assert!(SpatialPooler::new(&[400], p).is_ok());
+    }
+
+    #[test]
+    fn params_json_defaults_missing_fields_and_rejects_unknown_ones() {
+        let p: SpatialPoolerParams = serde_json::from_str(r#"{"seed": 9}"#).unwrap();
+        assert_eq!(p.seed, 9);
+        assert_eq!(p.column_dimensions, [2048]);
+        assert!(serde_json::from_str::<SpatialPoolerParams>(r#"{"sede": 9}"#).is_err());
+    }
+
+    #[test]
+    fn invalid_parameters_name_their_field() {
+        let field_of = |inputs: &[u32], p: SpatialPoolerParams| match SpatialPooler::new(inputs, p)
+        {
+            Err(SpatialPoolerError::InvalidParameter { field, .. }) => field,
+            other => panic!("expected an invalid parameter, got {other:?}"),
+        };
+        let base = small_params;
+        assert_eq!(field_of(&[], base()), "input_dimensions");
+        assert_eq!(field_of(&[100, 0], base()), "input_dimensions");
+        let p = SpatialPoolerParams {
+            column_dimensions: vec![],
+            ..base()
+        };
+        assert_eq!(field_of(&[100], p), "column_dimensions");
+        let p = SpatialPoolerParams {
+            column_dimensions: vec![5, 10],
+            ..base()
+        };
+        assert_eq!(field_of(&[100], p), "column_dimensions");
+        let p = SpatialPoolerParams {
+            potential_pct: 0.0,
+            ..base()
+        };
+        assert_eq!(field_of(&[100], p), "potential_pct");
+        let p = SpatialPoolerParams {
+            potential_pct: 1.5,
+            ..base()
+        };
+        assert_eq!(field_of(&[100], p), "potential_pct");
+        let p = SpatialPoolerParams {
+            syn_perm_connected: -0.1,
+            ..base()
+        };
+        assert_eq!(field_of(&[100], p), "syn_perm_connected");
+        let p = SpatialPoolerParams {
+            syn_perm_active_inc: f32::NAN,
+            ..base()
+        };
+        assert_eq!(field_of(&[100], p), "syn_perm_active_inc");
+        let p = SpatialPoolerParams {
+            syn_perm_inactive_dec: 2.0,
+            ..base()
+        };
+        assert_eq!(field_of(&[100], p), "syn_perm_inactive_dec");
+        let p = SpatialPoolerParams {
+            duty_cycle_period: 0,
+            ..base()
+        };
+        assert_eq!(field_of(&[100], p), "duty_cycle_period");
+        let p = SpatialPoolerParams {
+            boost_strength: -1.0,
+            ..base()
+        };
+        assert_eq!(field_of(&[100], p), "boost_strength");
+        let p = SpatialPoolerParams {
+            local_area_density: 0.6,
+            ..base()
+        };
+        assert_eq!(field_of(&[100], p), "local_area_density");
+        // Both or neither of the two density settings.
+        let p = SpatialPoolerParams {
+            num_active_columns_per_inh_area: 5,
+            ..base()
+        };
+        assert_eq!(field_of(&[100], p), "local_area_density");
+        let p = SpatialPoolerParams {
+            local_area_density: 0.0,
+            ..base()
+        };
+        assert_eq!(field_of(&[100], p), "local_area_density");
+        // floor(0.01 * 50) = 0 winners.
+        let p = SpatialPoolerParams {
+            local_area_density: 0.01,
+            ..base()
+        };
+        assert_eq!(field_of(&[100], p), "local_area_density");
+        let p = SpatialPoolerParams {
+            local_area_density: 0.0,
+            num_active_columns_per_inh_area: 5,
+            ..base()
+        };
+        assert!(SpatialPooler::new(&[100], p).is_ok());
+        let err = SpatialPooler::new(
+            &[100],
+            SpatialPoolerParams {
+                potential_pct: 0.0,
+                ..base()
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("potential_pct"), "{err}");
+    }
+
+    #[test]
+    fn duty_cycle_step_decays_then_adds_one_over_period() {
+        // Period 1 (the first step): the duty cycle becomes exactly 0 or 1.
+        let mut dc = [0.3f32, 0.7, 0.0];
+        update_duty_cycles(&mut dc, [0usize, 2].into_iter(), 1);
+        assert_eq!(dc, [1.0, 0.0, 1.0]);
+        let mut dc = [0.4f32, 0.8];
+        update_duty_cycles(&mut dc, [1usize].into_iter(), 4);
+        assert!(
+            (dc[0] - 0.3).abs() < 1e-6 && (dc[1] - 0.85).abs() < 1e-6,
+            "{dc:?}"
+        );
+    }
+
+    #[test]
+    fn duty_cycle_period_is_the_iteration_count_until_the_window_is_full() {
+        let params = SpatialPoolerParams {
+            duty_cycle_period: 3,
+            ..small_params()
+        };
+        let mut sp = SpatialPooler::new(&[100], params).unwrap();
+        let mut active = Sdr::new(0);
+        for step in 1..=6u32 {
+            let before_active = sp.active_duty_cycles().to_vec();
+            let before_overlap = sp.overlap_duty_cycles().to_vec();
+            sp.compute(&random_input(100, 0.1, step), true, &mut active);
+            let period = step.min(3) as f32;
+            let decay = (period - 1.0) / period;
+            for c in 0..50 {
+                let won = active.contains(c as u32);
+                let expected = before_active[c] * decay + if won { 1.0 / period } else { 0.0 };
+                assert_eq!(
+                    sp.active_duty_cycles()[c],
+                    expected,
+                    "step {step} column {c}"
+                );
+                let overlapped = sp.overlaps()[c] > 0;
+                let expected =
+                    before_overlap[c] * decay + if overlapped { 1.0 / period } else { 0.0 };
+                assert_eq!(
+                    sp.overlap_duty_cycles()[c],
+                    expected,
+                    "step {step} column {c}"
+                );
+            }
+            if step == 1 {
+                assert!(sp
+                    .active_duty_cycles()
+                    .iter()
+                    .all(|&d| d == 0.0 || d == 1.0));
+            }
+        }
+    }
+
+    #[test]
+    fn min_duty_cycles_update_every_fifty_iterations_from_the_global_max() {
+        let mut sp = SpatialPooler::new(&[100], small_params()).unwrap();
+        let mut active = Sdr::new(50);
+        for step in 1..=49 {
+            sp.compute(&random_input(100, 0.1, step), true, &mut active);
+        }
+        assert!(sp.min_overlap_duty_cycles().iter().all(|&m| m == 0.0));
+        sp.compute(&random_input(100, 0.1, 50), true, &mut active);
+        let max = sp
+            .overlap_duty_cycles()
+            .iter()
+            .copied()
+            .fold(0.0f32, f32::max);
+        assert!(max > 0.0);
+        let expected = 0.001f32 * max;
+        assert!(sp.min_overlap_duty_cycles().iter().all(|&m| m == expected));
+    }
+
+    #[test]
+    fn boost_factor_is_exponential_in_the_density_gap() {
+        assert_eq!(boost_factor(0.1, 0.1, 10.0), 1.0);
+        assert!((boost_factor(0.1, 0.3, 10.0) - (-2.0f32).exp()).abs() < 1e-7);
+        assert!((boost_factor(0.1, 0.0, 10.0) - 1.0f32.exp()).abs() < 1e-6);
+        assert!(boost_factor(0.1, 0.05, 3.0) > 1.0);
+        assert!(boost_factor(0.1, 0.5, 3.0) < 1.0);
+    }
+
+    #[test]
+    fn boost_factors_follow_the_active_duty_cycles_when_boosting_is_on() {
+        let params = SpatialPoolerParams {
+            boost_strength: 2.0,
+            ..small_params()
+        };
+        let mut sp = SpatialPooler::new(&[100], params).unwrap();
+        let mut active = Sdr::new(50);
+        for step in 1..=5 {
+            sp.compute(&random_input(100, 0.1, step), true, &mut active);
+        }
+        for c in 0..50 {
+            let expected = boost_factor(0.1, sp.active_duty_cycles()[c], 2.0);
+            assert_eq!(sp.boost_factors()[c], expected);
+        }
+        assert!(sp.boost_factors().iter().any(|&b| b != 1.0));
+
+        // Boosting off: factors stay exactly 1.
+        let mut sp = SpatialPooler::new(&[100], small_params()).unwrap();
+        for step in 1..=5 {
+            sp.compute(&random_input(100, 0.1, step), true, &mut active);
+        }
+        assert!(sp.boost_factors().iter().all(|&b| b == 1.0));
+    }
+
+    #[test]
+    fn global_inhibition_takes_the_top_k_with_ties_to_the_larger_index() {
+        let boosted = [1.0, 3.0, 3.0, 2.0, 3.0, 0.0];
+        let mut winners = Vec::new();
+        inhibit_global(&boosted, 2, 0.0, &mut winners);
+        assert_eq!(winners, [2, 4]);
+        inhibit_global(&boosted, 4, 0.0, &mut winners);
+        assert_eq!(winners, [1, 2, 3, 4]);
+        // Below the stimulus threshold: dropped even when in the top k.
+        inhibit_global(&boosted, 4, 2.5, &mut winners);
+        assert_eq!(winners, [1, 2, 4]);
+        inhibit_global(&boosted, 10, 0.0, &mut winners);
+        assert_eq!(winners, [0, 1, 2, 3, 4, 5]);
+        inhibit_global(&[0.0; 4], 2, 0.0, &mut winners);
+        assert_eq!(winners, [2, 3]);
+        inhibit_global(&boosted, 0, 0.0, &mut winners);
+        assert!(winners.is_empty());
+    }
+
+    #[test]
+    fn zero_overlap_columns_win_only_without_a_stimulus_threshold() {
+        let empty = Sdr::new(100);
+        let mut active = Sdr::new(50);
+        let mut sp = SpatialPooler::new(&[100], small_params()).unwrap();
+        sp.compute(&empty, true, &mut active);
+        assert_eq!(active.count(), 5);
+        // Ties among all-zero overlaps go to the highest indices.
+        assert_eq!(active.indices(), &[45, 46, 47, 48, 49]);
+        let params = SpatialPoolerParams {
+            stimulus_threshold: 1,
+            ..small_params()
+        };
+        let mut sp = SpatialPooler::new(&[100], params).unwrap();
+        sp.compute(&empty, true, &mut active);
+        assert_eq!(active.count(), 0);
+    }
+
+    #[test]
+    fn centre_of_a_column_scales_its_coordinates_to_the_input() {
+        assert_eq!(map_column(0, &[4], &[12]), 1);
+        assert_eq!(map_column(3, &[4], &[12]), 10);
+        assert_eq!(map_column(0, &[200], &[1000]), 2);
+        // 2-D: column 5 of 2×4 is (1, 1) → input (4, 4) of 6×12.
+        assert_eq!(map_column(5, &[2, 4], &[6, 12]), 4 * 12 + 4);
+        // More columns than inputs.
+        assert_eq!(map_column(7, &[8], &[4]), 3);
+    }
+
+    #[test]
+    fn neighbourhood_order_and_edges_in_one_dimension() {
+        let hood = |c, r, wrap| Neighbourhood::new(&[10], c, r, wrap).collect::<Vec<_>>();
+        assert_eq!(hood(1, 2, true), [9, 0, 1, 2, 3]);
+        assert_eq!(hood(1, 2, false), [0, 1, 2, 3]);
+        assert_eq!(hood(8, 2, false), [6, 7, 8, 9]);
+        // Radius as wide as the dimension: centre first, then upward, wrapping.
+        assert_eq!(hood(3, 10, true), [3, 4, 5, 6, 7, 8, 9, 0, 1, 2]);
+        // 2r + 1 > dim: still every index exactly once.
+        assert_eq!(hood(3, 7, true), [6, 7, 8, 9, 0, 1, 2, 3, 4, 5]);
+        assert_eq!(hood(3, 0, true), [3]);
+        assert_eq!(Neighbourhood::new(&[10], 3, 7, true).len(), 10);
+    }
+
+    #[test]
+    fn neighbourhood_order_in_two_dimensions() {
+        // 3×4 space; (1, 1) = 5 without wrap: rows 0..=2, cols 0..=2.
+        let hood: Vec<u32> = Neighbourhood::new(&[3, 4], 5, 1, false).collect();
+        assert_eq!(hood, [0, 1, 2, 4, 5, 6, 8, 9, 10]);
+        // (0, 0) with wrap: rows 2, 0, 1 × cols 3, 0, 1.
+        let hood: Vec<u32> = Neighbourhood::new(&[3, 4], 0, 1, true).collect();
+        assert_eq!(hood, [11, 8, 9, 3, 0, 1, 7, 4, 5]);
+    }
+
+    #[test]
+    fn potential_pool_is_a_sample_of_the_neighbourhood() {
+        let params = SpatialPoolerParams {
+            column_dimensions: vec![5],
+            potential_radius: 3,
+            potential_pct: 1.0,
+            local_area_density: 0.2,
+            ..SpatialPoolerParams::default()
+        };
+        let sp = SpatialPooler::new(&[20], params.clone()).unwrap();
+        // Column 0's centre is floor(0.5 * 4) = 2; radius 3 wraps to 19.
+        let inputs: Vec<u32> = sp.permanences(0).iter().map(|&(i, _)| i).collect();
+        assert_eq!(inputs, [0, 1, 2, 3, 4, 5, 19]);
+        let no_wrap = SpatialPoolerParams {
+            wrap_around: false,
+            ..params.clone()
+        };
+        let sp = SpatialPooler::new(&[20], no_wrap).unwrap();
+        let inputs: Vec<u32> = sp.permanences(0).iter().map(|&(i, _)| i).collect();
+        assert_eq!(inputs, [0, 1, 2, 3, 4, 5]);
+        // Half of 7 rounds to 4 inputs, all within the neighbourhood.
+        let half = SpatialPoolerParams {
+            potential_pct: 0.5,
+            ..params
+        };
+        let sp = SpatialPooler::new(&[20], half).unwrap();
+        let pool = sp.permanences(0);
+        assert_eq!(pool.len(), 4);
+        assert!(pool
+            .iter()
+            .all(|&(i, _)| [0, 1, 2, 3, 4, 5, 19].contains(&i)));
+        assert!(pool.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+
+    #[test]
+    fn potential_pool_in_two_dimensions_stays_in_the_window() {
+        let params = SpatialPoolerParams {
+            column_dimensions: vec![4, 4],
+            potential_radius: 2,
+            potential_pct: 1.0,
+            local_area_density: 0.25,
+            wrap_around: false,
+            ..SpatialPoolerParams::default()
+        };
+        let sp = SpatialPooler::new(&[16, 16], params).unwrap();
+        // Column (1, 2) has centre (6, 10); the window is rows 4..=8, cols 8..=12.
+        let inputs: Vec<u32> = sp.permanences(6).iter().map(|&(i, _)| i).collect();
+        let expected: Vec<u32> = (4..=8)
+            .flat_map(|r| (8..=12).map(move |c| r * 16 + c))
+            .collect();
+        assert_eq!(inputs, expected);
+    }
+
+    #[test]
+    fn initial_permanences_are_about_half_connected_and_in_range() {
+        let params = SpatialPoolerParams {
+            column_dimensions: vec![10],
+            potential_radius: 1000,
+            ..small_params()
+        };
+        let sp = SpatialPooler::new(&[1000], params).unwrap();
+        assert_eq!(sp.num_connected_synapses(), brute_force_connected(&sp));
+        for c in 0..10 {
+            let pool = sp.permanences(c);
+            assert_eq!(pool.len(), 500);
+            assert!(pool.iter().all(|&(_, p)| (0.0..=1.0).contains(&p)));
+            let connected = pool.iter().filter(|&&(_, p)| p >= 0.1).count();
+            assert!((200..=300).contains(&connected), "column {c}: {connected}");
+            // The unconnected draws are below 0.1, the connected ones spread above.
+            assert!(pool.iter().any(|&(_, p)| p > 0.9));
+            assert!(pool.iter().any(|&(_, p)| p < 0.01));
+        }
+    }
+
+    #[test]
+    fn initialization_raises_columns_to_the_stimulus_threshold() {
+        let params = SpatialPoolerParams {
+            potential_pct: 0.2,
+            stimulus_threshold: 15,
+            ..small_params()
+        };
+        let sp = SpatialPooler::new(&[100], params).unwrap();
+        let threshold = sp.state.connected_threshold;
+        let mut raised = 0;
+        for c in 0..50 {
+            let mut perms: Vec<f32> = sp.permanences(c).iter().map(|&(_, p)| p).collect();
+            assert_eq!(perms.len(), 20);
+            perms.sort_by(|a, b| b.total_cmp(a));
+            // One bump by (threshold - 15th largest): in f32 the 15th largest
+            // lands on the threshold or one rounding step below it (htm.core
+            // bumps once and does not retry).
+            let kth = perms[14];
+            assert!(kth >= threshold - 1e-7, "column {c}: {kth}");
+            if (kth - threshold).abs() <= 1e-7 {
+                raised += 1;
+            }
+        }
+        // About half of 20 synapses start connected: many columns needed
+        // raising, and those sit exactly at the threshold now.
+        assert!(raised > 10, "{raised}");
+    }
+
+    #[test]
+    fn bumping_weak_columns_raises_all_their_permanences() {
+        let mut sp = SpatialPooler::new(&[100], small_params()).unwrap();
+        let first = sp.synapse_range(3).start;
+        sp.state.pool_perms[first] = 0.995;
+        sp.rebuild_connected_index();
+        let before: Vec<Vec<(u32, f32)>> = (0..50).map(|c| sp.permanences(c)).collect();
+        sp.state.min_overlap_duty_cycles[3] = 0.5;
+        sp.bump_weak_columns();
+        for c in 0..50u32 {
+            let after = sp.permanences(c);
+            if c != 3 {
+                assert_eq!(after, before[c as usize]);
+                continue;
+            }
+            assert_eq!(after[0].1, 1.0, "clamped");
+            for (&(_, old), &(_, new)) in before[3].iter().zip(&after) {
+                assert_eq!(new, (old + 0.01).min(1.0));
+            }
+        }
+        assert_eq!(sp.num_connected_synapses(), brute_force_connected(&sp));
+    }
+
+    #[test]
+    fn adapting_rewards_active_inputs_and_punishes_the_rest() {
+        let mut sp = SpatialPooler::new(&[100], small_params()).unwrap();
+        // Pin one synapse at each clamp edge: the first is active (clamps at
+        // 1), the second inactive (clamps at 0).
+        let r = sp.synapse_range(0);
+        sp.state.pool_perms[r.start] = 0.95;
+        sp.state.pool_perms[r.start + 1] = 0.005;
+        sp.rebuild_connected_index();
+        let pool = sp.permanences(0);
+        let active: Vec<u32> = pool.iter().step_by(2).map(|&(i, _)| i).collect();
+        sp.adapt_segment(0, &active);
+        for (&(i, old), &(j, new)) in pool.iter().zip(&sp.permanences(0)) {
+            assert_eq!(i, j);
+            let expected = if active.contains(&i) {
+                (old + 0.1).min(1.0)
+            } else {
+                (old - 0.01).max(0.0)
+            };
+            assert_eq!(new, expected, "input {i}");
+        }
+        assert_eq!(sp.permanences(0)[0].1, 1.0);
+        assert_eq!(sp.permanences(0)[1].1, 0.0);
+        assert_eq!(sp.num_connected_synapses(), brute_force_connected(&sp));
+    }
+
+    #[test]
+    fn incremental_connected_index_matches_the_permanences() {
+        let params = SpatialPoolerParams {
+            boost_strength: 1.0,
+            ..small_params()
+        };
+        let mut sp = SpatialPooler::new(&[100], params).unwrap();
+        let mut active = Sdr::new(50);
+        for step in 1..=300 {
+            let input = random_input(100, 0.1, step);
+            sp.compute(&input, true, &mut active);
+            if step % 25 == 0 {
+                let probe = random_input(100, 0.2, 10_000 + step);
+                sp.compute(&probe, false, &mut active);
+                assert_eq!(sp.overlaps(), brute_force_overlaps(&sp, &probe).as_slice());
+                assert_eq!(sp.num_connected_synapses(), brute_force_connected(&sp));
+            }
+        }
+    }
+
+    #[test]
+    fn inference_changes_no_learned_state() {
+        let mut sp = SpatialPooler::new(&[100], small_params()).unwrap();
+        let mut active = Sdr::new(50);
+        for step in 1..=20 {
+            sp.compute(&random_input(100, 0.1, step), true, &mut active);
+        }
+        let before = sp.clone();
+        let mut first = Vec::new();
+        for step in 1..=60 {
+            sp.compute(&random_input(100, 0.1, 500 + step), false, &mut active);
+            first.push(active.clone());
+        }
+        assert_eq!(sp.state.pool_perms, before.state.pool_perms);
+        assert_eq!(sp.active_duty_cycles(), before.active_duty_cycles());
+        assert_eq!(sp.overlap_duty_cycles(), before.overlap_duty_cycles());
+        assert_eq!(
+            sp.min_overlap_duty_cycles(),
+            before.min_overlap_duty_cycles()
+        );
+        assert_eq!(sp.boost_factors(), before.boost_factors());
+        assert_eq!(sp.state.rng, before.state.rng);
+        assert_eq!(sp.iteration_learn_num(), 20);
+        // Only the call counter moves (htm.core counts every call).
+        assert_eq!(sp.iteration_num(), 80);
+        // The same inputs again give the same outputs.
+        for step in 1..=60 {
+            sp.compute(&random_input(100, 0.1, 500 + step), false, &mut active);
+            assert_eq!(active, first[step as usize - 1]);
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "wrong size")]
+    fn input_of_the_wrong_size_panics() {
+        let mut sp = SpatialPooler::new(&[100], small_params()).unwrap();
+        sp.compute(&Sdr::new(99), true, &mut Sdr::new(50));
+    }
+
+    #[test]
+    fn output_sdr_is_resized_to_the_column_count() {
+        let mut sp = SpatialPooler::new(&[100], small_params()).unwrap();
+        let mut active = Sdr::new(3);
+        sp.compute(&random_input(100, 0.1, 1), true, &mut active);
+        assert_eq!(active.size(), 50);
+        assert_eq!(active.count(), 5);
+    }
+
+    #[test]
+    fn serde_round_trip_continues_identically() {
+        let params = SpatialPoolerParams {
+            boost_strength: 3.0,
+            ..small_params()
+        };
+        let mut sp = SpatialPooler::new(&[100], params).unwrap();
+        let mut active = Sdr::new(50);
+        for step in 1..=120 {
+            sp.compute(&random_input(100, 0.1, step), true, &mut active);
+        }
+        let json = serde_json::to_string(&sp).unwrap();
+        let mut restored: SpatialPooler = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            restored.num_connected_synapses(),
+            sp.num_connected_synapses()
+        );
+        let mut other = Sdr::new(50);
+        for step in 121..=300 {
+            let input = random_input(100, 0.1, step);
+            sp.compute(&input, true, &mut active);
+            restored.compute(&input, true, &mut other);
+            assert_eq!(active, other, "step {step}");
+        }
+        assert_eq!(
+            serde_json::to_string(&sp).unwrap(),
+            serde_json::to_string(&restored).unwrap()
+        );
+    }
+
+    #[test]
+    fn inconsistent_state_is_rejected_on_deserialization() {
+        let sp = SpatialPooler::new(&[100], small_params()).unwrap();
+        let mut value = serde_json::to_value(&sp).unwrap();
+        value["pool_perms"].as_array_mut().unwrap().pop();
+        let err = serde_json::from_value::<SpatialPooler>(value).unwrap_err();
+        assert!(err.to_string().contains("corrupt"), "{err}");
+        let mut value = serde_json::to_value(&sp).unwrap();
+        value["pool_perms"][0] = serde_json::json!(1.5);
+        assert!(serde_json::from_value::<SpatialPooler>(value).is_err());
+    }
+
+    #[test]
+    fn memory_estimate_covers_the_synapses() {
+        let sp = SpatialPooler::new(&[100], small_params()).unwrap();
+        let synapses = sp.state.pool_inputs.len();
+        assert_eq!(synapses, 50 * 50);
+        assert!(sp.memory_bytes() >= synapses * 8);
+        assert!(sp.memory_bytes() < synapses * 40);
+    }
+
+    #[test]
+    fn local_inhibition_counts_stronger_and_already_active_neighbours() {
+        let params = SpatialPoolerParams {
+            column_dimensions: vec![10],
+            global_inhibition: false,
+            local_area_density: 0.34,
+            wrap_around: false,
+            ..small_params()
+        };
+        let mut sp = SpatialPooler::new(&[20], params).unwrap();
+        sp.state.inhibition_radius = 1;
+        sp.boosted = vec![1.0, 3.0, 2.0, 5.0, 4.0, 0.0, 0.0, 1.0, 1.0, 1.0];
+        sp.inhibit_local(0.34, 0.0);
+        // 8 ties with 7 (already active) and loses; 9 ties with 8 (lost) and wins.
+        assert_eq!(sp.winners, [1, 3, 7, 9]);
+        sp.inhibit_local(0.34, 2.0);
+        assert_eq!(sp.winners, [1, 3]);
+    }
+
+    #[test]
+    fn inhibition_radius_from_the_connected_span() {
+        assert_eq!(avg_columns_per_input(&[10, 20], &[20, 20]), 0.75);
+        let params = SpatialPoolerParams {
+            column_dimensions: vec![20],
+            potential_radius: 20,
+            potential_pct: 1.0,
+            global_inhibition: false,
+            ..small_params()
+        };
+        let mut sp = SpatialPooler::new(&[20], params).unwrap();
+        // Every column connected to inputs 2 and 7 only: span 6.
+        for c in 0..20 {
+            for s in sp.synapse_range(c) {
+                let i = sp.state.pool_inputs[s];
+                sp.state.pool_perms[s] = if i == 2 || i == 7 { 0.5 } else { 0.0 };
+            }
+        }
+        sp.rebuild_connected_index();
+        assert_eq!(sp.connected_span(0), 6.0);
+        sp.update_inhibition_radius();
+        // diameter 6 · (20 / 20) → radius round(2.5) = 3.
+        assert_eq!(sp.inhibition_radius(), 3);
+        // A synapse exactly at the connected permanence is not counted here.
+        for s in sp.synapse_range(0) {
+            sp.state.pool_perms[s] = 0.1;
+        }
+        assert_eq!(sp.connected_span(0), 0.0);
+    }
+
+    #[test]
+    fn local_inhibition_learns_and_is_deterministic() {
+        let params = SpatialPoolerParams {
+            column_dimensions: vec![64],
+            potential_radius: 8,
+            global_inhibition: false,
+            local_area_density: 0.1,
+            boost_strength: 1.0,
+            ..small_params()
+        };
+        let mut a = SpatialPooler::new(&[128], params.clone()).unwrap();
+        let mut b = SpatialPooler::new(&[128], params).unwrap();
+        assert!(a.inhibition_radius() >= 1);
+        let (mut out_a, mut out_b) = (Sdr::new(64), Sdr::new(64));
+        for step in 1..=120 {
+            let input = random_input(128, 0.1, step);
+            a.compute(&input, true, &mut out_a);
+            b.compute(&input, true, &mut out_b);
+            assert_eq!(out_a, out_b);
+            assert!(out_a.count() > 0 && out_a.count() < 32, "{}", out_a.count());
+        }
+        assert!(a.min_overlap_duty_cycles().iter().any(|&m| m > 0.0));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+
+        #[test]
+        fn permanences_stay_in_the_unit_interval(
+            seed in 1u32..1000,
+            inc in 0.0f32..0.5,
+            dec in 0.0f32..0.5,
+            threshold in 0u32..5,
+            boost in 0.0f32..5.0,
+        ) {
+            let params = SpatialPoolerParams {
+                syn_perm_active_inc: inc,
+                syn_perm_inactive_dec: dec,
+                stimulus_threshold: threshold,
+                boost_strength: boost,
+                seed,
+                ..small_params()
+            };
+            let mut sp = SpatialPooler::new(&[100], params).unwrap();
+            let mut active = Sdr::new(50);
+            for step in 0..60 {
+                sp.compute(&random_input(100, 0.15, seed * 100 + step), true, &mut active);
+            }
+            prop_assert!(sp.state.pool_perms.iter().all(|p| (0.0..=1.0).contains(p)));
+            prop_assert_eq!(sp.num_connected_synapses(), brute_force_connected(&sp));
+        }
+
+        #[test]
+        fn exactly_k_columns_win_without_a_stimulus_threshold(
+            seed in 1u32..1000,
+            density in 0.02f32..0.5,
+            sparsity in 0.0f32..0.3,
+        ) {
+            let params = SpatialPoolerParams { local_area_density: density, seed, ..small_params() };
+            let k = (density * 50.0) as usize;
+            prop_assume!(k > 0);
+            let mut sp = SpatialPooler::new(&[100], params).unwrap();
+            let mut active = Sdr::new(50);
+            for step in 0..20 {
+                sp.compute(&random_input(100, sparsity, seed + step), step % 2 == 0, &mut active);
+                prop_assert_eq!(active.count(), k);
+            }
+        }
+
+        #[test]
+        fn same_seed_gives_the_same_outputs(seed in 1u32..1000, boost in 0.0f32..3.0) {
+            let params = SpatialPoolerParams { seed, boost_strength: boost, ..small_params() };
+            let mut a = SpatialPooler::new(&[100], params.clone()).unwrap();
+            let mut b = SpatialPooler::new(&[100], params).unwrap();
+            let (mut out_a, mut out_b) = (Sdr::new(50), Sdr::new(50));
+            for step in 0..40 {
+                let input = random_input(100, 0.1, seed ^ step);
+                a.compute(&input, true, &mut out_a);
+                b.compute(&input, true, &mut out_b);
+                prop_assert_eq!(&out_a, &out_b);
+            }
+            prop_assert_eq!(a.state.pool_perms, b.state.pool_perms);
+        }
+    }
+
+    #[test]
+    fn bincode_round_trip_keeps_the_whole_state() {
+        let mut sp = SpatialPooler::new(&[100], small_params()).unwrap();
+        let mut active = Sdr::new(50);
+        for step in 1..=30 {
+            sp.compute(&random_input(100, 0.1, step), true, &mut active);
+        }
+        let config = bincode::config::standard();
+        let bytes = bincode::serde::encode_to_vec(&sp, config).unwrap();
+        let (mut restored, read): (SpatialPooler, usize) =
+            bincode::serde::decode_from_slice(&bytes, config).unwrap();
+        assert_eq!(read, bytes.len());
+        let mut other = Sdr::new(50);
+        for step in 31..=60 {
+            let input = random_input(100, 0.1, step);
+            sp.compute(&input, true, &mut active);
+            restored.compute(&input, true, &mut other);
+            assert_eq!(active, other);
+        }
+    }
+
+    /// Size report for the service's target preset (run with `--ignored
+    /// --nocapture`).
+    #[test]
+    #[ignore]
+    fn preset_memory_report() {
+        let params = SpatialPoolerParams {
+            column_dimensions: vec![2048],
+            potential_radius: 454,
+            potential_pct: 0.8,
+            local_area_density: 40.0 / 2048.0,
+            ..SpatialPoolerParams::default()
+        };
+        let mut sp = SpatialPooler::new(&[454], params).unwrap();
+        let mut active = Sdr::new(2048);
+        let start = std::time::Instant::now();
+        for step in 1..=200 {
+            sp.compute(&random_input(454, 42.0 / 454.0, step), true, &mut active);
+            assert_eq!(active.count(), 40);
+        }
+        let per_step = start.elapsed() / 200;
+        println!(
+            "synapses {} connected {} memory {} bytes, {:?}/step (this profile)",
+            sp.state.pool_inputs.len(),
+            sp.num_connected_synapses(),
+            sp.memory_bytes(),
+            per_step
+        );
+        let json_len = serde_json::to_vec(&sp).unwrap().len();
+        let bin_len = bincode::serde::encode_to_vec(&sp, bincode::config::standard())
+            .unwrap()
+            .len();
+        println!("json {json_len} bytes, bincode {bin_len} bytes");
+    }
+}
