@@ -664,3 +664,442 @@ impl Connections {
         }
     }
 }
+
+#[cfg(test)]
+impl Connections {
+    /// Check every redundant piece of bookkeeping against the primary data;
+    /// panics with a description of the first inconsistency.
+    pub(crate) fn check_invariants(&self) {
+        let mut live_synapses = 0;
+        for (cell, segments) in self.cell_segments.iter().enumerate() {
+            for &segment in segments {
+                assert_eq!(self.segment_cell[segment as usize], cell as u32);
+            }
+        }
+        for (segment, &cell) in self.segment_cell.iter().enumerate() {
+            let synapses = &self.segment_synapses[segment];
+            if cell == DEAD {
+                assert!(synapses.is_empty(), "dead segment {segment} holds synapses");
+                assert!(self.free_segments.contains(&(segment as u32)));
+                continue;
+            }
+            let mut connected = 0;
+            let mut presyns: Vec<u32> = Vec::new();
+            for &synapse in synapses {
+                live_synapses += 1;
+                let s = synapse as usize;
+                assert_eq!(self.synapse_segment[s], segment as u32);
+                let p = self.synapse_permanence[s];
+                assert!((0.0..=1.0).contains(&p), "permanence {p} out of range");
+                let list = if self.is_connected(synapse) {
+                    connected += 1;
+                    &self.presyn_connected[self.synapse_presyn[s] as usize]
+                } else {
+                    &self.presyn_unconnected[self.synapse_presyn[s] as usize]
+                };
+                let entry = list[self.synapse_slot[s] as usize];
+                assert_eq!(entry, Fanout { segment: segment as u32, synapse });
+                presyns.push(self.synapse_presyn[s]);
+            }
+            assert_eq!(self.segment_connected[segment], connected);
+            presyns.sort_unstable();
+            let n = presyns.len();
+            presyns.dedup();
+            assert_eq!(presyns.len(), n, "duplicate presynaptic cell on {segment}");
+        }
+        let indexed: usize = self.presyn_connected.iter().map(Vec::len).sum::<usize>()
+            + self.presyn_unconnected.iter().map(Vec::len).sum::<usize>();
+        assert_eq!(indexed, live_synapses);
+        assert_eq!(self.num_synapses(), live_synapses);
+        for &synapse in &self.free_synapses {
+            assert_eq!(self.synapse_segment[synapse as usize], DEAD);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A store with one segment on `cell` holding synapses from `presyns`
+    /// with the given permanences.
+    fn with_segment(cell: u32, synapses: &[(u32, f32)]) -> (Connections, u32) {
+        let mut c = Connections::new(32, 0.5);
+        let seg = c.create_segment(cell, 0);
+        for &(presyn, perm) in synapses {
+            c.create_synapse(seg, presyn, perm);
+        }
+        (c, seg)
+    }
+
+    fn perms_by_presyn(c: &Connections, seg: u32) -> Vec<(u32, f32)> {
+        let mut v: Vec<(u32, f32)> = c
+            .synapses_for_segment(seg)
+            .iter()
+            .map(|&s| (c.presynaptic_cell(s), c.permanence(s)))
+            .collect();
+        v.sort_by_key(|&(p, _)| p);
+        v
+    }
+
+    fn close(a: f32, b: f32) -> bool {
+        (a - b).abs() < 1e-6
+    }
+
+    #[test]
+    fn ids_are_appended_then_recycled_last_in_first_out() {
+        let mut c = Connections::new(10, 0.5);
+        let s: Vec<u32> = (0..4).map(|cell| c.create_segment(cell, 0)).collect();
+        assert_eq!(s, vec![0, 1, 2, 3]);
+        c.destroy_segment(1);
+        c.destroy_segment(3);
+        assert_eq!(c.num_segments(), 2);
+        // Most recently destroyed first, then fresh ids.
+        assert_eq!(c.create_segment(7, 0), 3);
+        assert_eq!(c.create_segment(7, 0), 1);
+        assert_eq!(c.create_segment(7, 0), 4);
+        assert_eq!(c.segments_for_cell(7), &[3, 1, 4]);
+        assert_eq!(c.cell_for_segment(1), 7);
+
+        let syn: Vec<u32> = (0..3).map(|p| c.create_synapse(0, p, 0.3)).collect();
+        assert_eq!(syn, vec![0, 1, 2]);
+        c.destroy_synapse(0);
+        c.destroy_synapse(2);
+        assert_eq!(c.create_synapse(4, 9, 0.3), 2);
+        assert_eq!(c.create_synapse(4, 8, 0.3), 0);
+        assert_eq!(c.create_synapse(4, 7, 0.3), 3);
+        c.check_invariants();
+    }
+
+    #[test]
+    fn a_segment_never_gets_two_synapses_from_one_cell() {
+        let (mut c, seg) = with_segment(0, &[(5, 0.3)]);
+        let first = c.synapses_for_segment(seg)[0];
+        // A lower permanence leaves the synapse alone.
+        assert_eq!(c.create_synapse(seg, 5, 0.2), first);
+        assert!(close(c.permanence(first), 0.3));
+        assert_eq!(c.num_connected(seg), 0);
+        // A higher one raises it, and the connected count follows.
+        assert_eq!(c.create_synapse(seg, 5, 0.6), first);
+        assert!(close(c.permanence(first), 0.6));
+        assert_eq!(c.num_connected(seg), 1);
+        assert_eq!(c.synapses_for_segment(seg).len(), 1);
+        assert_eq!(c.num_synapses(), 1);
+        c.check_invariants();
+    }
+
+    #[test]
+    fn destroying_a_synapse_moves_the_last_one_into_its_slot() {
+        let (mut c, seg) = with_segment(0, &[(10, 0.1), (11, 0.2), (12, 0.3), (13, 0.4)]);
+        assert_eq!(c.synapses_for_segment(seg), &[0, 1, 2, 3]);
+        c.destroy_synapse(1);
+        assert_eq!(c.synapses_for_segment(seg), &[0, 3, 2]);
+        c.destroy_synapse(0);
+        assert_eq!(c.synapses_for_segment(seg), &[2, 3]);
+        c.check_invariants();
+    }
+
+    #[test]
+    fn destroying_a_segment_keeps_the_cell_order_and_frees_synapses_last_first() {
+        let mut c = Connections::new(4, 0.5);
+        let segs: Vec<u32> = (0..3).map(|_| c.create_segment(2, 0)).collect();
+        for p in 0..3 {
+            c.create_synapse(segs[1], p, 0.6);
+        }
+        c.create_synapse(segs[2], 3, 0.6);
+        c.destroy_segment(segs[1]);
+        assert_eq!(c.segments_for_cell(2), &[segs[0], segs[2]]);
+        assert_eq!(c.num_synapses(), 1);
+        assert_eq!(c.num_segments(), 2);
+        // Synapses 2, 1, 0 were destroyed in that order: 0 comes back first.
+        let s = c.create_synapse(segs[0], 7, 0.1);
+        assert_eq!(s, 0);
+        assert!(!c.segment_exists(segs[1]));
+        c.check_invariants();
+    }
+
+    #[test]
+    fn activity_counts_connected_and_potential_synapses_of_active_inputs() {
+        let mut c = Connections::new(8, 0.5);
+        let a = c.create_segment(0, 0);
+        let b = c.create_segment(1, 0);
+        let idle = c.create_segment(2, 0);
+        // a: inputs 10, 11 connected, 12 not. b: 10 not, 13 connected (just).
+        c.create_synapse(a, 10, 0.5);
+        c.create_synapse(a, 11, 0.9);
+        c.create_synapse(a, 12, 0.49);
+        c.create_synapse(b, 10, 0.2);
+        c.create_synapse(b, 13, 0.5 - PERMANENCE_EPSILON);
+        c.create_synapse(idle, 20, 0.9);
+        let mut act = SegmentActivity::default();
+        c.compute_activity(&[10, 11, 12, 13, 99], &mut act);
+        assert_eq!((act.connected(a), act.potential(a)), (2, 3));
+        assert_eq!((act.connected(b), act.potential(b)), (1, 2));
+        assert_eq!((act.connected(idle), act.potential(idle)), (0, 0));
+        let mut touched = act.touched().to_vec();
+        touched.sort_unstable();
+        assert_eq!(touched, vec![a, b]);
+
+        // The next computation starts from zero.
+        c.compute_activity(&[13], &mut act);
+        assert_eq!((act.connected(a), act.potential(a)), (0, 0));
+        assert_eq!((act.connected(b), act.potential(b)), (1, 1));
+        assert_eq!(act.touched(), &[b]);
+    }
+
+    #[test]
+    fn adapt_reinforces_active_weakens_inactive_and_prunes() {
+        let (mut c, seg) = with_segment(0, &[(1, 0.45), (2, 0.5), (3, 0.05), (4, 0.95)]);
+        let active = |p: u32| p == 1 || p == 4;
+        c.adapt_segment(seg, active, 0.1, 0.1, true, 1);
+        // 3 would drop to -0.05 and is pruned; 4 clamps at 1.
+        let got = perms_by_presyn(&c, seg);
+        assert_eq!(got.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 2, 4]);
+        assert!(close(got[0].1, 0.55) && close(got[1].1, 0.4) && got[2].1 == 1.0);
+        assert_eq!(c.num_connected(seg), 2);
+        c.check_invariants();
+
+        // Without pruning the weak synapse would stay at 0.
+        let (mut c, seg) = with_segment(0, &[(3, 0.05)]);
+        c.adapt_segment(seg, |_| false, 0.1, 0.1, false, 5);
+        assert_eq!(c.permanence(c.synapses_for_segment(seg)[0]), 0.0);
+        assert!(c.segment_exists(seg));
+    }
+
+    #[test]
+    fn adapt_destroys_a_segment_left_with_too_few_synapses() {
+        let (mut c, seg) = with_segment(3, &[(1, 0.05), (2, 0.05), (5, 0.5)]);
+        c.adapt_segment(seg, |p| p == 5, 0.1, 0.1, true, 2);
+        assert!(!c.segment_exists(seg));
+        assert!(c.segments_for_cell(3).is_empty());
+        assert_eq!((c.num_segments(), c.num_synapses()), (0, 0));
+        c.check_invariants();
+    }
+
+    #[test]
+    fn raise_to_threshold_connects_the_k_strongest() {
+        let (mut c, seg) = with_segment(0, &[(1, 0.1), (2, 0.3), (3, 0.2), (4, 0.6)]);
+        c.raise_permanences_to_threshold(seg, 3);
+        // 3rd largest is 0.2: every synapse gains 0.5 - 1e-6 - 0.2.
+        assert_eq!(c.num_connected(seg), 3);
+        let got = perms_by_presyn(&c, seg);
+        let gap = 0.5 - PERMANENCE_EPSILON - 0.2;
+        assert!(close(got[0].1, 0.1 + gap) && close(got[1].1, 0.3 + gap));
+        assert!(close(got[3].1, 0.6 + gap));
+        c.check_invariants();
+
+        // Already enough connected, k = 0, or k past the end: clipped / no-op.
+        let before = perms_by_presyn(&c, seg);
+        c.raise_permanences_to_threshold(seg, 2);
+        c.raise_permanences_to_threshold(seg, 0);
+        assert_eq!(perms_by_presyn(&c, seg), before);
+        c.raise_permanences_to_threshold(seg, 10);
+        assert_eq!(c.num_connected(seg), 4);
+    }
+
+    #[test]
+    fn bump_moves_every_synapse_and_clamps() {
+        let (mut c, seg) = with_segment(0, &[(1, 0.45), (2, 0.02), (3, 0.98)]);
+        c.bump_segment(seg, 0.05);
+        let got = perms_by_presyn(&c, seg);
+        assert!(close(got[0].1, 0.5) && close(got[1].1, 0.07) && got[2].1 == 1.0);
+        assert_eq!(c.num_connected(seg), 2);
+        c.bump_segment(seg, -0.1);
+        let got = perms_by_presyn(&c, seg);
+        assert!(got[1].1 == 0.0 && close(got[0].1, 0.4));
+        assert_eq!(c.num_connected(seg), 1);
+        c.check_invariants();
+    }
+
+    #[test]
+    fn destroy_min_permanence_skips_excluded_cells_and_breaks_ties_by_id() {
+        let (mut c, seg) = with_segment(
+            0,
+            &[(1, 0.3), (2, 0.1), (3, 0.2), (4, 0.2), (5, 0.05)],
+        );
+        // Cell 5 (the weakest) is excluded; the next are 2 (0.1) then the 0.2
+        // tie, won by the smaller synapse id (cell 3's).
+        c.destroy_min_permanence_synapses(seg, 2, &[5]);
+        let presyns: Vec<u32> = perms_by_presyn(&c, seg).iter().map(|x| x.0).collect();
+        assert_eq!(presyns, vec![1, 4, 5]);
+        c.destroy_min_permanence_synapses(seg, 1, &[]);
+        let presyns: Vec<u32> = perms_by_presyn(&c, seg).iter().map(|x| x.0).collect();
+        assert_eq!(presyns, vec![1, 4]);
+        c.destroy_min_permanence_synapses(seg, 10, &[1, 4]);
+        assert_eq!(c.synapses_for_segment(seg).len(), 2);
+        c.check_invariants();
+    }
+
+    #[test]
+    fn grow_takes_all_candidates_in_order_when_all_are_wanted() {
+        let (mut c, seg) = with_segment(0, &[(3, 0.05)]);
+        let mut rng = Random::new(1);
+        let untouched = rng.clone();
+        c.grow_synapses(seg, &[1, 3, 5, 7], 0.21, &mut rng, 0, 0);
+        // 3 existed: raised to 0.21, and growth still stops at 4 synapses.
+        assert_eq!(rng, untouched, "no shuffle when every candidate is used");
+        let got = perms_by_presyn(&c, seg);
+        assert_eq!(got.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 3, 5, 7]);
+        assert!(got.iter().all(|&(_, p)| close(p, 0.21)));
+        c.check_invariants();
+    }
+
+    #[test]
+    fn grow_samples_a_shuffled_subset_when_fewer_are_wanted() {
+        let (mut c, seg) = with_segment(0, &[]);
+        let mut rng = Random::new(1);
+        let candidates: Vec<u32> = (0..10).collect();
+        c.grow_synapses(seg, &candidates, 0.21, &mut rng, 4, 0);
+        // The first four of the same shuffle (htm Random(1) sample = [0, 8, 2, 7]).
+        let mut expect = Random::new(1).sample(&candidates, 4);
+        expect.sort_unstable();
+        let got: Vec<u32> = perms_by_presyn(&c, seg).iter().map(|x| x.0).collect();
+        assert_eq!(got, expect);
+        assert_eq!(got, vec![0, 2, 7, 8]);
+    }
+
+    #[test]
+    fn grow_recycles_the_weakest_non_candidates_past_the_segment_limit() {
+        let (mut c, seg) = with_segment(0, &[(20, 0.3), (21, 0.1), (22, 0.2), (1, 0.01)]);
+        let mut rng = Random::new(7);
+        // Want 3 new on a segment of 4 with room for 5: overrun 2. Cell 1 is a
+        // candidate, so its weak synapse is protected; 21 and 22 go.
+        c.grow_synapses(seg, &[1, 2, 3], 0.21, &mut rng, 0, 5);
+        let got: Vec<u32> = perms_by_presyn(&c, seg).iter().map(|x| x.0).collect();
+        assert_eq!(got, vec![1, 2, 3, 20]);
+        assert!(c.synapses_for_segment(seg).len() <= 5);
+        c.check_invariants();
+
+        // At the limit with only candidates on it: nothing can be destroyed,
+        // nothing is grown.
+        let (mut c, seg) = with_segment(0, &[(1, 0.3), (2, 0.3)]);
+        c.grow_synapses(seg, &[1, 2, 3], 0.21, &mut rng, 0, 2);
+        assert_eq!(c.synapses_for_segment(seg).len(), 2);
+    }
+
+    #[test]
+    fn a_full_cell_evicts_its_least_useful_segment() {
+        let mut c = Connections::new(4, 0.5);
+        let strong = c.create_segment(0, 2);
+        c.create_synapse(strong, 1, 0.9);
+        let weak = c.create_segment(0, 2);
+        c.create_synapse(weak, 1, 0.3);
+        c.create_synapse(weak, 2, 0.3);
+        // Σp² = 0.81 vs 0.18: the weak one goes, its id is reused.
+        let fresh = c.create_segment(0, 2);
+        assert_eq!(fresh, weak);
+        assert_eq!(c.segments_for_cell(0), &[strong, fresh]);
+        assert!(c.synapses_for_segment(fresh).is_empty());
+        // Now `fresh` has Σp² = 0: evicted next, even though it is newer.
+        let again = c.create_segment(0, 2);
+        assert_eq!(again, fresh);
+        assert_eq!(c.segments_for_cell(0), &[strong, again]);
+        // Equal sums: the smaller id goes.
+        let mut c = Connections::new(4, 0.5);
+        let x = c.create_segment(1, 2);
+        let y = c.create_segment(1, 2);
+        c.destroy_segment(x);
+        let x2 = c.create_segment(1, 2); // reuses id 0, now after y in the list
+        assert_eq!((x2, c.segments_for_cell(1)), (0, &[y, 0][..]));
+        c.create_segment(1, 2);
+        assert_eq!(c.segments_for_cell(1), &[y, 0]);
+        assert_eq!(c.num_segments(), 2);
+        c.check_invariants();
+    }
+
+    #[test]
+    fn counts_follow_creation_and_destruction() {
+        let mut c = Connections::new(8, 0.5);
+        let a = c.create_segment(0, 0);
+        let b = c.create_segment(0, 0);
+        for p in 0..5 {
+            c.create_synapse(a, p, 0.6);
+            c.create_synapse(b, p, 0.1);
+        }
+        assert_eq!((c.num_segments(), c.num_synapses()), (2, 10));
+        assert_eq!((c.num_connected(a), c.num_connected(b)), (5, 0));
+        c.destroy_synapse(c.synapses_for_segment(a)[0]);
+        assert_eq!((c.num_synapses(), c.num_connected(a)), (9, 4));
+        c.destroy_segment(b);
+        assert_eq!((c.num_segments(), c.num_synapses()), (1, 4));
+        assert!(c.memory_bytes() > 0);
+        c.check_invariants();
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Segment(u32),
+        Synapse(usize, u32, f32),
+        DestroySegment(usize),
+        DestroySynapse(usize),
+        Adapt(usize, u32, bool),
+        Bump(usize, f32),
+        Raise(usize, u32),
+        Grow(usize, u32, u32),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u32..6).prop_map(Op::Segment),
+            (any::<usize>(), 0u32..12, 0.0f32..1.0).prop_map(|(a, b, c)| Op::Synapse(a, b, c)),
+            any::<usize>().prop_map(Op::DestroySegment),
+            any::<usize>().prop_map(Op::DestroySynapse),
+            (any::<usize>(), any::<u32>(), any::<bool>()).prop_map(|(a, b, c)| Op::Adapt(a, b, c)),
+            (any::<usize>(), -0.5f32..0.5).prop_map(|(a, b)| Op::Bump(a, b)),
+            (any::<usize>(), 0u32..6).prop_map(|(a, b)| Op::Raise(a, b)),
+            (any::<usize>(), 0u32..5, 0u32..6).prop_map(|(a, b, c)| Op::Grow(a, b, c)),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn bookkeeping_and_activity_stay_consistent(
+            ops in proptest::collection::vec(op(), 1..120),
+            active in proptest::collection::btree_set(0u32..12, 0..12),
+        ) {
+            let mut c = Connections::new(6, 0.5);
+            let mut rng = Random::new(3);
+            let live_segments = |c: &Connections| -> Vec<u32> {
+                (0..6).flat_map(|cell| c.segments_for_cell(cell).to_vec()).collect()
+            };
+            for op in ops {
+                let segs = live_segments(&c);
+                let pick = |i: usize| segs.get(i % segs.len().max(1)).copied();
+                match op {
+                    Op::Segment(cell) => { c.create_segment(cell, 3); }
+                    Op::Synapse(i, p, perm) => if let Some(s) = pick(i) { c.create_synapse(s, p, perm); },
+                    Op::DestroySegment(i) => if let Some(s) = pick(i) { c.destroy_segment(s); },
+                    Op::DestroySynapse(i) => {
+                        let all: Vec<u32> = segs.iter().flat_map(|&s| c.synapses_for_segment(s).to_vec()).collect();
+                        if !all.is_empty() { c.destroy_synapse(all[i % all.len()]); }
+                    }
+                    Op::Adapt(i, mask, prune) => if let Some(s) = pick(i) {
+                        c.adapt_segment(s, |p| mask >> p & 1 != 0, 0.1, 0.15, prune, 2);
+                    },
+                    Op::Bump(i, d) => if let Some(s) = pick(i) { c.bump_segment(s, d); },
+                    Op::Raise(i, k) => if let Some(s) = pick(i) {
+                        c.raise_permanences_to_threshold(s, k);
+                        let n = c.synapses_for_segment(s).len() as u32;
+                        prop_assert!(c.num_connected(s) >= k.min(n) || n == 0);
+                    },
+                    Op::Grow(i, max_new, limit) => if let Some(s) = pick(i) {
+                        c.grow_synapses(s, &[1, 3, 4, 8, 11], 0.21, &mut rng, max_new, limit);
+                        if limit > 0 { prop_assert!(c.synapses_for_segment(s).len() <= (limit as usize).max(5)); }
+                    },
+                }
+                c.check_invariants();
+            }
+            // compute_activity agrees with a brute-force count.
+            let active: Vec<u32> = active.into_iter().collect();
+            let mut act = SegmentActivity::default();
+            c.compute_activity(&active, &mut act);
+            for s in live_segments(&c) {
+                let syns = c.synapses_for_segment(s);
+                let pot = syns.iter().filter(|&&y| active.contains(&c.presynaptic_cell(y))).count() as u32;
+                let con = syns.iter().filter(|&&y| active.contains(&c.presynaptic_cell(y)) && c.is_connected(y)).count() as u32;
+                prop_assert_eq!((act.connected(s), act.potential(s)), (con, pot));
+            }
+        }
+    }
+}
