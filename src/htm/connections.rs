@@ -698,7 +698,13 @@ impl Connections {
                     &self.presyn_unconnected[self.synapse_presyn[s] as usize]
                 };
                 let entry = list[self.synapse_slot[s] as usize];
-                assert_eq!(entry, Fanout { segment: segment as u32, synapse });
+                assert_eq!(
+                    entry,
+                    Fanout {
+                        segment: segment as u32,
+                        synapse
+                    }
+                );
                 presyns.push(self.synapse_presyn[s]);
             }
             assert_eq!(self.segment_connected[segment], connected);
@@ -914,10 +920,7 @@ mod tests {
 
     #[test]
     fn destroy_min_permanence_skips_excluded_cells_and_breaks_ties_by_id() {
-        let (mut c, seg) = with_segment(
-            0,
-            &[(1, 0.3), (2, 0.1), (3, 0.2), (4, 0.2), (5, 0.05)],
-        );
+        let (mut c, seg) = with_segment(0, &[(1, 0.3), (2, 0.1), (3, 0.2), (4, 0.2), (5, 0.05)]);
         // Cell 5 (the weakest) is excluded; the next are 2 (0.1) then the 0.2
         // tie, won by the smaller synapse id (cell 3's).
         c.destroy_min_permanence_synapses(seg, 2, &[5]);
@@ -940,7 +943,10 @@ mod tests {
         // 3 existed: raised to 0.21, and growth still stops at 4 synapses.
         assert_eq!(rng, untouched, "no shuffle when every candidate is used");
         let got = perms_by_presyn(&c, seg);
-        assert_eq!(got.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 3, 5, 7]);
+        assert_eq!(
+            got.iter().map(|x| x.0).collect::<Vec<_>>(),
+            vec![1, 3, 5, 7]
+        );
         assert!(got.iter().all(|&(_, p)| close(p, 0.21)));
         c.check_invariants();
     }

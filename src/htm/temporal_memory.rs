@@ -629,3 +629,718 @@ fn is_set(mask: &[u64], cell: u32) -> bool {
     mask.get((cell >> 6) as usize)
         .is_some_and(|w| w >> (cell & 63) & 1 != 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The small setup of htm.core's unit tests: 32 columns, thresholds 3/2.
+    fn small(cells_per_column: u32) -> TemporalMemoryParams {
+        TemporalMemoryParams {
+            cells_per_column,
+            activation_threshold: 3,
+            initial_permanence: 0.21,
+            connected_permanence: 0.5,
+            min_threshold: 2,
+            max_new_synapse_count: 3,
+            permanence_increment: 0.1,
+            permanence_decrement: 0.1,
+            predicted_segment_decrement: 0.0,
+            seed: 42,
+            max_segments_per_cell: 255,
+            max_synapses_per_segment: 255,
+        }
+    }
+
+    fn tm(params: TemporalMemoryParams) -> TemporalMemory {
+        TemporalMemory::new(32, params).unwrap()
+    }
+
+    fn cols(active: &[u32]) -> Sdr {
+        Sdr::from_indices(32, active.iter().copied())
+    }
+
+    /// Hand-build a segment on `cell` with (presynaptic cell, permanence) pairs.
+    fn segment(tm: &mut TemporalMemory, cell: u32, synapses: &[(u32, f32)]) -> u32 {
+        let seg = tm.connections.create_segment(cell, 0);
+        for &(presyn, perm) in synapses {
+            tm.connections.create_synapse(seg, presyn, perm);
+        }
+        seg
+    }
+
+    /// (presynaptic cell, permanence) of a segment's synapses, by cell.
+    fn synapses(tm: &TemporalMemory, seg: u32) -> Vec<(u32, f32)> {
+        let c = tm.connections();
+        let mut v: Vec<(u32, f32)> = c
+            .synapses_for_segment(seg)
+            .iter()
+            .map(|&s| (c.presynaptic_cell(s), c.permanence(s)))
+            .collect();
+        v.sort_by_key(|x| x.0);
+        v
+    }
+
+    fn presyns(tm: &TemporalMemory, seg: u32) -> Vec<u32> {
+        synapses(tm, seg).into_iter().map(|x| x.0).collect()
+    }
+
+    fn close(a: f32, b: f32) -> bool {
+        (a - b).abs() < 1e-6
+    }
+
+    #[test]
+    fn defaults_are_htm_cores() {
+        let p = TemporalMemoryParams::default();
+        assert_eq!(
+            (
+                p.cells_per_column,
+                p.activation_threshold,
+                p.min_threshold,
+                p.max_new_synapse_count
+            ),
+            (32, 13, 10, 20)
+        );
+        assert_eq!((p.initial_permanence, p.connected_permanence), (0.21, 0.5));
+        assert_eq!((p.permanence_increment, p.permanence_decrement), (0.1, 0.1));
+        assert_eq!((p.predicted_segment_decrement, p.seed), (0.0, 42));
+        assert_eq!(
+            (p.max_segments_per_cell, p.max_synapses_per_segment),
+            (255, 255)
+        );
+    }
+
+    #[test]
+    fn nonsense_parameters_are_rejected_by_name() {
+        let field = |p: TemporalMemoryParams, n: u32| match TemporalMemory::new(n, p) {
+            Err(TemporalMemoryError::InvalidParameter { field, .. }) => field,
+            Ok(_) => "accepted",
+        };
+        let d = TemporalMemoryParams::default;
+        assert_eq!(field(d(), 0), "num_columns");
+        assert_eq!(
+            field(
+                TemporalMemoryParams {
+                    cells_per_column: 0,
+                    ..d()
+                },
+                8
+            ),
+            "cells_per_column"
+        );
+        assert_eq!(
+            field(
+                TemporalMemoryParams {
+                    min_threshold: 14,
+                    ..d()
+                },
+                8
+            ),
+            "min_threshold"
+        );
+        assert_eq!(
+            field(
+                TemporalMemoryParams {
+                    activation_threshold: 0,
+                    ..d()
+                },
+                8
+            ),
+            "activation_threshold"
+        );
+        assert_eq!(
+            field(
+                TemporalMemoryParams {
+                    connected_permanence: 1.5,
+                    ..d()
+                },
+                8
+            ),
+            "connected_permanence"
+        );
+        assert_eq!(
+            field(
+                TemporalMemoryParams {
+                    initial_permanence: -0.1,
+                    ..d()
+                },
+                8
+            ),
+            "initial_permanence"
+        );
+        assert_eq!(
+            field(
+                TemporalMemoryParams {
+                    permanence_decrement: f32::NAN,
+                    ..d()
+                },
+                8
+            ),
+            "permanence_decrement"
+        );
+        assert_eq!(
+            field(
+                TemporalMemoryParams {
+                    max_segments_per_cell: 0,
+                    ..d()
+                },
+                8
+            ),
+            "max_segments_per_cell"
+        );
+        assert_eq!(
+            field(
+                TemporalMemoryParams {
+                    max_synapses_per_segment: 0,
+                    ..d()
+                },
+                8
+            ),
+            "max_synapses_per_segment"
+        );
+        assert_eq!(field(d(), 2048), "accepted");
+        let err = TemporalMemory::new(
+            8,
+            TemporalMemoryParams {
+                cells_per_column: 0,
+                ..d()
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("cells_per_column"), "{err}");
+    }
+
+    #[test]
+    fn params_json_fills_defaults_and_rejects_unknown_fields() {
+        let p: TemporalMemoryParams = serde_json::from_str(r#"{"cells_per_column": 8}"#).unwrap();
+        assert_eq!(
+            p,
+            TemporalMemoryParams {
+                cells_per_column: 8,
+                ..Default::default()
+            }
+        );
+        assert!(serde_json::from_str::<TemporalMemoryParams>(r#"{"cells": 8}"#).is_err());
+    }
+
+    #[test]
+    fn column_for_cell_divides_by_cells_per_column() {
+        let t = tm(small(4));
+        assert_eq!(t.num_cells(), 128);
+        let got: Vec<u32> = [0, 3, 4, 5, 127]
+            .iter()
+            .map(|&c| t.column_for_cell(c))
+            .collect();
+        assert_eq!(got, vec![0, 0, 1, 1, 31]);
+    }
+
+    #[test]
+    fn an_unpredicted_column_bursts() {
+        let mut t = tm(small(4));
+        t.compute(&cols(&[0]), true);
+        assert_eq!(t.active_cells(), &[0, 1, 2, 3]);
+        // All cells tie at zero segments: the lowest wins.
+        assert_eq!(t.winner_cells(), &[0]);
+        assert_eq!(t.anomaly(), 1.0);
+        assert_eq!(t.bursting_columns_of_last_compute(), 1);
+        assert!(t.predicted_columns_of_last_compute().is_empty());
+    }
+
+    #[test]
+    fn predicted_cells_become_active_and_win() {
+        let mut t = tm(small(4));
+        t.compute(&cols(&[0]), true);
+        segment(&mut t, 5, &[(0, 0.5), (1, 0.5), (2, 0.5), (3, 0.5)]);
+        assert_eq!(t.predictive_cells(), &[5]);
+        t.compute(&cols(&[1]), true);
+        assert_eq!(t.active_cells(), &[5]);
+        assert_eq!(t.winner_cells(), &[5]);
+        assert_eq!(t.anomaly(), 0.0);
+        assert_eq!(t.predicted_columns_of_last_compute(), &[1]);
+        assert_eq!(t.bursting_columns_of_last_compute(), 0);
+    }
+
+    #[test]
+    fn zero_active_columns_leave_nothing_active() {
+        let mut t = tm(small(4));
+        t.compute(&cols(&[0]), true);
+        segment(&mut t, 5, &[(0, 0.5), (1, 0.5), (2, 0.5)]);
+        t.compute(&cols(&[]), true);
+        assert!(t.active_cells().is_empty() && t.winner_cells().is_empty());
+        assert_eq!(t.anomaly(), 0.0);
+        assert_eq!(t.predicted_columns_of_last_compute(), &[1]);
+        assert!(t.predictive_cells().is_empty());
+    }
+
+    #[test]
+    fn each_bursting_column_has_one_winner() {
+        let mut t = tm(small(4));
+        t.compute(&cols(&[0, 1, 3]), true);
+        let winner_columns: Vec<u32> = t
+            .winner_cells()
+            .iter()
+            .map(|&c| t.column_for_cell(c))
+            .collect();
+        assert_eq!(winner_columns, vec![0, 1, 3]);
+        assert_eq!(t.active_cells().len(), 12);
+    }
+
+    #[test]
+    fn correctly_active_segments_are_reinforced_and_weak_synapses_pruned() {
+        let mut t = tm(small(4));
+        t.compute(&cols(&[0]), true);
+        let seg = segment(
+            &mut t,
+            5,
+            &[(0, 0.5), (1, 0.5), (2, 0.5), (81, 0.5), (82, 0.015)],
+        );
+        t.compute(&cols(&[1]), true);
+        let got = synapses(&t, seg);
+        assert_eq!(presyns(&t, seg), vec![0, 1, 2, 81], "82 fell below 1e-6");
+        assert!(got[..3].iter().all(|&(_, p)| close(p, 0.6)));
+        assert!(close(got[3].1, 0.4));
+    }
+
+    #[test]
+    fn a_bursting_column_teaches_its_best_matching_segment() {
+        let mut t = tm(small(4));
+        t.compute(&cols(&[0]), true);
+        // Cell 5: two active potential synapses (matching, not active).
+        let best = segment(&mut t, 5, &[(0, 0.3), (1, 0.3), (81, 0.3)]);
+        // Cell 6: only one active synapse, not matching.
+        let other = segment(&mut t, 6, &[(2, 0.3), (82, 0.3)]);
+        t.compute(&cols(&[1]), true);
+        assert_eq!(t.active_cells(), &[4, 5, 6, 7]);
+        assert_eq!(t.winner_cells(), &[5]);
+        let got = synapses(&t, best);
+        assert!(close(got[0].1, 0.4) && close(got[1].1, 0.4) && close(got[2].1, 0.2));
+        // The previous winner (cell 0) is already on the segment: no growth.
+        assert_eq!(got.len(), 3);
+        assert_eq!(synapses(&t, other), vec![(2, 0.3), (82, 0.3)]);
+    }
+
+    #[test]
+    fn best_matching_is_the_largest_overlap_with_ties_to_the_first() {
+        let mut t = tm(small(4));
+        t.compute(&cols(&[0]), false);
+        segment(&mut t, 6, &[(0, 0.3), (1, 0.3)]);
+        segment(&mut t, 5, &[(2, 0.3), (3, 0.3)]);
+        let mut probe = t.clone();
+        probe.compute(&cols(&[1]), false);
+        assert_eq!(
+            probe.winner_cells(),
+            &[5],
+            "equal overlap: lower cell first"
+        );
+        segment(&mut t, 7, &[(0, 0.3), (1, 0.3), (3, 0.3)]);
+        t.compute(&cols(&[1]), false);
+        assert_eq!(t.winner_cells(), &[7], "larger overlap wins");
+    }
+
+    #[test]
+    fn matching_segments_in_predicted_columns_are_left_alone() {
+        let mut t = tm(small(4));
+        t.compute(&cols(&[0]), true);
+        segment(&mut t, 4, &[(0, 0.5), (1, 0.5), (2, 0.5)]);
+        let matching = segment(&mut t, 5, &[(0, 0.3), (1, 0.3)]);
+        t.compute(&cols(&[1]), true);
+        assert_eq!(t.active_cells(), &[4]);
+        assert_eq!(synapses(&t, matching), vec![(0, 0.3), (1, 0.3)]);
+    }
+
+    #[test]
+    fn no_segment_grows_without_previous_winners() {
+        let mut t = tm(small(4));
+        t.compute(&cols(&[0, 1, 2]), true);
+        assert_eq!(t.num_segments(), 0);
+        t.reset();
+        t.compute(&cols(&[3]), true);
+        assert_eq!(t.num_segments(), 0);
+    }
+
+    #[test]
+    fn new_segments_grow_to_max_new_synapse_count_previous_winners() {
+        for (max_new, expected) in [(2, 2), (3, 3), (4, 3)] {
+            let mut t = tm(TemporalMemoryParams {
+                max_new_synapse_count: max_new,
+                ..small(4)
+            });
+            t.compute(&cols(&[0, 1, 2]), true);
+            let winners = t.winner_cells().to_vec();
+            t.compute(&cols(&[4]), true);
+            assert_eq!(t.num_segments(), 1);
+            let seg = t.connections().segments_for_cell(t.winner_cells()[0])[0];
+            let got = synapses(&t, seg);
+            assert_eq!(got.len(), expected, "max_new {max_new}");
+            assert!(got
+                .iter()
+                .all(|&(p, perm)| winners.contains(&p) && close(perm, 0.21)));
+        }
+    }
+
+    #[test]
+    fn growth_tops_up_to_max_new_from_the_potential_overlap() {
+        let mut t = tm(TemporalMemoryParams {
+            max_new_synapse_count: 4,
+            ..small(4)
+        });
+        t.compute(&cols(&[0, 1, 2]), true);
+        assert_eq!(t.winner_cells(), &[0, 4, 8]);
+        let seg = segment(&mut t, 13, &[(0, 0.3), (1, 0.3)]);
+        t.compute(&cols(&[3]), true);
+        // Overlap 2, so 2 new synapses: 0 is already there, 4 and 8 are added.
+        assert_eq!(presyns(&t, seg), vec![0, 1, 4, 8]);
+    }
+
+    #[test]
+    fn no_growth_when_the_overlap_already_exceeds_max_new() {
+        let mut t = tm(TemporalMemoryParams {
+            max_new_synapse_count: 2,
+            ..small(4)
+        });
+        t.compute(&cols(&[0, 1, 2]), true);
+        let seg = segment(&mut t, 13, &[(1, 0.3), (2, 0.3), (3, 0.3)]);
+        t.compute(&cols(&[3]), true);
+        assert_eq!(t.winner_cells().last(), Some(&13));
+        assert_eq!(presyns(&t, seg), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_full_segment_recycles_its_weakest_synapse() {
+        let mut t = tm(TemporalMemoryParams {
+            max_synapses_per_segment: 3,
+            ..small(4)
+        });
+        t.compute(&cols(&[0, 1, 2]), true);
+        let seg = segment(&mut t, 13, &[(0, 0.3), (1, 0.3), (81, 0.15)]);
+        t.compute(&cols(&[3]), true);
+        let got = presyns(&t, seg);
+        assert_eq!(got.len(), 3);
+        assert!(!got.contains(&81), "{got:?}");
+        assert!(got.contains(&4) || got.contains(&8), "{got:?}");
+    }
+
+    #[test]
+    fn matching_segments_of_inactive_columns_are_punished_only_when_enabled() {
+        for (decrement, expected) in [(0.0, 0.5), (0.08, 0.42)] {
+            let mut t = tm(TemporalMemoryParams {
+                predicted_segment_decrement: decrement,
+                ..small(4)
+            });
+            t.compute(&cols(&[0]), true);
+            let seg = segment(&mut t, 5, &[(0, 0.5), (1, 0.5), (2, 0.5), (81, 0.5)]);
+            t.compute(&cols(&[2]), true);
+            let got = synapses(&t, seg);
+            assert!(got[..3].iter().all(|&(_, p)| close(p, expected)), "{got:?}");
+            assert!(close(got[3].1, 0.5), "inactive synapse untouched");
+        }
+    }
+
+    #[test]
+    fn punishment_prunes_synapses_and_destroys_segments_that_cannot_match() {
+        let params = TemporalMemoryParams {
+            predicted_segment_decrement: 0.02,
+            ..small(4)
+        };
+        let mut t = tm(params.clone());
+        t.compute(&cols(&[0]), true);
+        let seg = segment(&mut t, 5, &[(0, 0.5), (1, 0.5), (2, 0.5), (3, 0.015)]);
+        t.compute(&cols(&[2]), true);
+        assert_eq!(presyns(&t, seg), vec![0, 1, 2]);
+
+        let mut t = tm(params);
+        t.compute(&cols(&[0]), true);
+        let seg = segment(&mut t, 5, &[(0, 0.015), (1, 0.015), (2, 0.3)]);
+        t.compute(&cols(&[2]), true);
+        assert!(t.connections().segments_for_cell(5).is_empty());
+        // Column 2 burst and grew a segment on its winner, reusing the freed id.
+        assert_eq!(t.winner_cells(), &[8]);
+        assert_eq!(t.connections().segments_for_cell(8), &[seg]);
+        assert_eq!(t.num_segments(), 1);
+    }
+
+    #[test]
+    fn a_new_segment_goes_to_the_least_used_cell_after_the_shuffle_draws() {
+        let mut t = tm(small(4));
+        let mut expected_rng = Random::new(42);
+        t.compute(&cols(&[0]), true);
+        for cell in 4..7 {
+            segment(&mut t, cell, &[(100, 0.3)]);
+        }
+        t.compute(&cols(&[1]), true);
+        assert_eq!(t.winner_cells(), &[7]);
+        assert_eq!(t.connections().segments_for_cell(7).len(), 1);
+        // Two least-used picks of a 4-cell column: 3 draws each, nothing else
+        // (one candidate, so growth does not shuffle).
+        for _ in 0..6 {
+            expected_rng.next_u32();
+        }
+        assert_eq!(t.rng, expected_rng);
+    }
+
+    #[test]
+    fn a_bursting_column_reuses_its_previous_winner() {
+        let mut t = tm(small(4));
+        t.compute(&cols(&[0]), true);
+        assert_eq!(t.winner_cells(), &[0]);
+        segment(&mut t, 0, &[(100, 0.3)]);
+        segment(&mut t, 0, &[(101, 0.3)]);
+        let rng_before = t.rng.clone();
+        t.compute(&cols(&[0]), true);
+        // Cell 0 is the most used cell, but it won last time in this column.
+        assert_eq!(t.winner_cells(), &[0]);
+        assert_eq!(t.rng, rng_before, "no least-used draw was needed");
+    }
+
+    #[test]
+    fn learn_false_never_changes_the_connections() {
+        let mut t = tm(small(4));
+        let sequence = [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]];
+        for _ in 0..10 {
+            for s in &sequence {
+                t.compute(&cols(s), true);
+            }
+        }
+        assert!(t.num_segments() > 0);
+        let before = serde_json::to_string(&t.connections).unwrap();
+        for s in sequence.iter().chain(&[[20, 21, 22], [0, 5, 9]]) {
+            t.compute(&cols(s), false);
+            assert!(!t.active_cells().is_empty());
+        }
+        assert_eq!(serde_json::to_string(&t.connections).unwrap(), before);
+    }
+
+    #[test]
+    fn a_full_cell_evicts_a_segment_each_time_it_needs_a_new_one() {
+        let mut t = tm(TemporalMemoryParams {
+            max_segments_per_cell: 2,
+            ..small(1)
+        });
+        let mut seen = 0;
+        for context in 1..8 {
+            t.compute(&cols(&[context]), true);
+            t.compute(&cols(&[0]), true);
+            let segs = t.connections().segments_for_cell(0);
+            assert!(segs.len() <= 2);
+            // The newest segment always holds the latest context.
+            let newest = *segs.last().unwrap();
+            assert_eq!(presyns(&t, newest), vec![context]);
+            seen = seen.max(segs.len());
+        }
+        assert_eq!(seen, 2);
+        assert_eq!(t.connections().segments_for_cell(0).len(), 2);
+        // Ids are recycled: 7 segments on the context cells + 2 on cell 0
+        // were made, never more than that many slots.
+        assert!(t.connections().segment_capacity() <= 9);
+    }
+
+    #[test]
+    fn reset_clears_the_context() {
+        let mut t = tm(small(4));
+        t.compute(&cols(&[0]), true);
+        segment(&mut t, 5, &[(0, 0.5), (1, 0.5), (2, 0.5)]);
+        t.reset();
+        assert_eq!(t.anomaly(), -1.0);
+        assert!(t.active_cells().is_empty() && t.predictive_cells().is_empty());
+        t.compute(&cols(&[1]), true);
+        assert_eq!(t.active_cells(), &[4, 5, 6, 7]);
+        assert_eq!(t.anomaly(), 1.0);
+    }
+
+    // ------------------------------------------------------------ behaviour
+
+    /// `n` random patterns of 40 active columns out of 2048.
+    fn patterns(n: usize, seed: u32) -> Vec<Sdr> {
+        let mut rng = Random::new(seed);
+        (0..n)
+            .map(|_| {
+                let mut s = Sdr::new(2048);
+                s.randomize(40.0 / 2048.0, &mut rng);
+                s
+            })
+            .collect()
+    }
+
+    fn big() -> TemporalMemory {
+        TemporalMemory::new(2048, TemporalMemoryParams::default()).unwrap()
+    }
+
+    #[test]
+    fn a_repeating_sequence_becomes_fully_predicted() {
+        let p = patterns(4, 1);
+        let mut t = big();
+        let mut anomalies = Vec::new();
+        for _ in 0..12 {
+            for s in &p {
+                t.compute(s, true);
+                anomalies.push(t.anomaly());
+            }
+        }
+        assert_eq!(anomalies[0], 1.0);
+        assert!(anomalies[..4].iter().all(|&a| a == 1.0), "{anomalies:?}");
+        assert!(
+            anomalies[anomalies.len() - 8..].iter().all(|&a| a == 0.0),
+            "{anomalies:?}"
+        );
+        // Once predicted, each step activates one cell per column.
+        assert_eq!(t.active_cells().len(), 40);
+        assert_eq!(t.bursting_columns_of_last_compute(), 0);
+    }
+
+    #[test]
+    fn high_order_sequences_share_a_middle_but_predict_their_own_end() {
+        // A B C D and X B C Y.
+        let p = patterns(6, 2);
+        let (a, b, c, d, x, y) = (&p[0], &p[1], &p[2], &p[3], &p[4], &p[5]);
+        // Early on, C learned in context A also fires in context X (B bursts)
+        // and grows a link to Y; punishing wrong predictions removes it.
+        let mut t = TemporalMemory::new(
+            2048,
+            TemporalMemoryParams {
+                predicted_segment_decrement: 0.05,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        for _ in 0..15 {
+            for seq in [[a, b, c, d], [x, b, c, y]] {
+                for s in seq {
+                    t.compute(s, true);
+                }
+                t.reset();
+            }
+        }
+        for (first, last) in [(a, d), (x, y)] {
+            for s in [first, b, c] {
+                t.compute(s, false);
+            }
+            let cpc = t.params().cells_per_column;
+            let mut predicted: Vec<u32> = t.predictive_cells().iter().map(|&c| c / cpc).collect();
+            predicted.dedup();
+            assert_eq!(
+                predicted,
+                last.indices(),
+                "after {:?}…",
+                &first.indices()[..3]
+            );
+            t.reset();
+        }
+    }
+
+    #[test]
+    fn reset_makes_a_learned_sequence_burst_again() {
+        let p = patterns(3, 3);
+        let mut t = big();
+        for _ in 0..10 {
+            for s in &p {
+                t.compute(s, true);
+            }
+        }
+        t.compute(&p[0], true);
+        assert_eq!(t.anomaly(), 0.0, "the wrap-around was learned too");
+        t.compute(&p[1], true);
+        t.compute(&p[2], true);
+        t.reset();
+        t.compute(&p[0], true);
+        assert_eq!(t.anomaly(), 1.0);
+        assert_eq!(t.bursting_columns_of_last_compute(), 40);
+        assert_eq!(t.active_cells().len(), 40 * 32);
+    }
+
+    // ------------------------------------------------------------ properties
+
+    /// A small, tightly limited TM and an alphabet of 6 patterns, so random
+    /// sequences exercise growth, eviction, recycling and punishment.
+    fn tight() -> TemporalMemory {
+        tm(TemporalMemoryParams {
+            max_segments_per_cell: 3,
+            max_synapses_per_segment: 6,
+            predicted_segment_decrement: 0.05,
+            ..small(4)
+        })
+    }
+
+    fn alphabet() -> Vec<Sdr> {
+        let mut rng = Random::new(9);
+        (0..6)
+            .map(|_| {
+                let mut s = Sdr::new(32);
+                s.randomize(4.0 / 32.0, &mut rng);
+                s
+            })
+            .collect()
+    }
+
+    type Trace = Vec<(Vec<u32>, Vec<u32>, u32)>;
+
+    fn run(t: &mut TemporalMemory, steps: &[(usize, bool)], abc: &[Sdr]) -> Trace {
+        steps
+            .iter()
+            .map(|&(i, learn)| {
+                t.compute(&abc[i], learn);
+                (
+                    t.active_cells().to_vec(),
+                    t.winner_cells().to_vec(),
+                    t.anomaly().to_bits(),
+                )
+            })
+            .collect()
+    }
+
+    fn steps() -> impl Strategy<Value = Vec<(usize, bool)>> {
+        proptest::collection::vec((0usize..6, prop::bool::weighted(0.9)), 1..80)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn permanences_stay_in_range_and_bookkeeping_holds(steps in steps()) {
+            let abc = alphabet();
+            let mut t = tight();
+            for &(i, learn) in &steps {
+                t.compute(&abc[i], learn);
+                let c = t.connections();
+                for cell in 0..t.num_cells() {
+                    prop_assert!(c.segments_for_cell(cell).len() <= 3);
+                    for &seg in c.segments_for_cell(cell) {
+                        prop_assert!(c.synapses_for_segment(seg).len() <= 6);
+                        for &s in c.synapses_for_segment(seg) {
+                            prop_assert!((0.0..=1.0).contains(&c.permanence(s)));
+                        }
+                    }
+                }
+                prop_assert!(t.winner_cells().len() == abc[i].count());
+                prop_assert!(t.winner_cells().windows(2).all(|w| w[0] < w[1]));
+                prop_assert!(t.active_cells().windows(2).all(|w| w[0] < w[1]));
+            }
+            t.connections().check_invariants();
+        }
+
+        #[test]
+        fn the_same_seed_gives_the_same_outputs(steps in steps()) {
+            let abc = alphabet();
+            let (mut a, mut b) = (tight(), tight());
+            prop_assert_eq!(run(&mut a, &steps, &abc), run(&mut b, &steps, &abc));
+        }
+
+        #[test]
+        fn a_restored_checkpoint_continues_exactly(
+            before in steps(), after in steps(), peek in any::<bool>(),
+        ) {
+            let abc = alphabet();
+            let mut original = tight();
+            run(&mut original, &before, &abc);
+            if peek {
+                // Predictions computed before saving must not change anything.
+                original.predictive_cells();
+            }
+            let json = serde_json::to_string(&original).unwrap();
+            let mut restored: TemporalMemory = serde_json::from_str(&json).unwrap();
+            prop_assert_eq!(run(&mut original, &after, &abc), run(&mut restored, &after, &abc));
+            prop_assert_eq!(original.predictive_cells().to_vec(), restored.predictive_cells().to_vec());
+            prop_assert_eq!(serde_json::to_string(&original).unwrap(), serde_json::to_string(&restored).unwrap());
+        }
+    }
+}
