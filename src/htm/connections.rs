@@ -1,1 +1,1111 @@
-//! (to be written)
+//! The synapse store: cells own dendrite segments, segments own synapses, and
+//! every synapse listens to one presynaptic cell with a permanence in `[0, 1]`.
+//!
+//! This is the data structure the Temporal Memory learns in (reference:
+//! `docs/htm-reference.md` §2). Three choices make it fast and reproducible:
+//!
+//! * **Flat arrays with `u32` ids.** Segment and synapse data live in
+//!   parallel vectors indexed by id. Destroyed ids go to LIFO free lists and
+//!   are handed out again most-recent-first, so memory stays bounded and the
+//!   id sequence (which decides tie-breaks) matches htm.core's.
+//! * **A presynaptic reverse index.** For every presynaptic cell we keep the
+//!   synapses it feeds, split into connected and unconnected lists, so
+//!   [`Connections::compute_activity`] touches only the synapses of the
+//!   *active* cells, never the whole store.
+//! * **Exact update rules.** A synapse is connected when its permanence is at
+//!   least `connected_permanence − 1e-6`; pruning removes a synapse whose
+//!   permanence would fall below `1e-6`; removing a synapse from a segment is
+//!   a swap-remove (the last synapse takes its slot), which changes the order
+//!   later walks see — all as in §2 and §9.
+
+use serde::{Deserialize, Serialize};
+
+use super::random::Random;
+
+/// The global permanence epsilon (§0 "Conventions").
+pub const PERMANENCE_EPSILON: f32 = 1e-6;
+
+/// Marks a destroyed segment's owner or a destroyed synapse's segment.
+const DEAD: u32 = u32::MAX;
+
+/// One entry of the reverse index: a synapse fed by the indexed cell, and the
+/// segment it belongs to (kept here so counting needs no second lookup).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Fanout {
+    segment: u32,
+    synapse: u32,
+}
+
+/// Cells, their segments and the segments' synapses (§2).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Connections {
+    /// Number of cells that may own segments.
+    num_cells: u32,
+    /// `connected_permanence − EPS`: a synapse at or above it is connected.
+    connected_threshold: f32,
+
+    /// Per cell: its segments, in creation order.
+    cell_segments: Vec<Vec<u32>>,
+
+    /// Per segment id: owning cell, or `DEAD` once destroyed.
+    segment_cell: Vec<u32>,
+    /// Per segment id: its synapses (order changes by swap-remove). The
+    /// buffer of a destroyed segment is kept for the next owner of the id.
+    segment_synapses: Vec<Vec<u32>>,
+    /// Per segment id: how many of its synapses are connected.
+    segment_connected: Vec<u32>,
+    /// Destroyed segment ids, reused last-in first-out.
+    free_segments: Vec<u32>,
+
+    /// Per synapse id: the presynaptic cell (an index into the input space).
+    synapse_presyn: Vec<u32>,
+    /// Per synapse id: the owning segment, or `DEAD` once destroyed.
+    synapse_segment: Vec<u32>,
+    /// Per synapse id: the permanence, always in `[0, 1]`.
+    synapse_permanence: Vec<f32>,
+    /// Per synapse id: its slot in its presynaptic cell's connected or
+    /// unconnected list (which one follows from the permanence).
+    synapse_slot: Vec<u32>,
+    /// Destroyed synapse ids, reused last-in first-out.
+    free_synapses: Vec<u32>,
+
+    /// Per presynaptic cell: the connected synapses it feeds. Grows on demand,
+    /// so the input space may be larger than `num_cells`.
+    presyn_connected: Vec<Vec<Fanout>>,
+    /// Per presynaptic cell: the unconnected synapses it feeds.
+    presyn_unconnected: Vec<Vec<Fanout>>,
+
+    /// Reused buffer for synapse lists being edited (not state).
+    #[serde(skip)]
+    scratch: Vec<u32>,
+    /// Reused buffer for growth candidates (not state).
+    #[serde(skip)]
+    candidates: Vec<u32>,
+}
+
+/// Per-segment counts of active synapses, filled by
+/// [`Connections::compute_activity`].
+///
+/// The count vectors are indexed by segment id and reset sparsely: only the
+/// segments touched by the last computation are zeroed, so a step costs time
+/// in proportion to the active synapses, not to the number of segments.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SegmentActivity {
+    connected: Vec<u32>,
+    potential: Vec<u32>,
+    touched: Vec<u32>,
+}
+
+impl SegmentActivity {
+    /// Active connected synapses on `segment` (0 for an id not counted).
+    pub fn connected(&self, segment: u32) -> u32 {
+        self.connected.get(segment as usize).copied().unwrap_or(0)
+    }
+
+    /// Active synapses on `segment` whatever their permanence.
+    pub fn potential(&self, segment: u32) -> u32 {
+        self.potential.get(segment as usize).copied().unwrap_or(0)
+    }
+
+    /// Segments with at least one active synapse, in no particular order.
+    pub fn touched(&self) -> &[u32] {
+        &self.touched
+    }
+
+    /// Zero the counts of the last computation and make room for `capacity`
+    /// segment ids.
+    fn reset(&mut self, capacity: usize) {
+        for &s in &self.touched {
+            self.connected[s as usize] = 0;
+            self.potential[s as usize] = 0;
+        }
+        self.touched.clear();
+        if self.potential.len() < capacity {
+            self.connected.resize(capacity, 0);
+            self.potential.resize(capacity, 0);
+        }
+    }
+
+    #[inline]
+    fn count(&mut self, segment: u32, connected: u32) {
+        let s = segment as usize;
+        if self.potential[s] == 0 {
+            self.touched.push(segment);
+        }
+        self.potential[s] += 1;
+        self.connected[s] += connected;
+    }
+
+    /// Heap bytes held.
+    pub fn memory_bytes(&self) -> usize {
+        4 * (self.connected.capacity() + self.potential.capacity() + self.touched.capacity())
+    }
+}
+
+impl Connections {
+    /// An empty store for `num_cells` segment-owning cells. Synapses are
+    /// connected at `connected_permanence − 1e-6` and above.
+    pub fn new(num_cells: u32, connected_permanence: f32) -> Self {
+        Self {
+            num_cells,
+            connected_threshold: connected_permanence - PERMANENCE_EPSILON,
+            cell_segments: vec![Vec::new(); num_cells as usize],
+            segment_cell: Vec::new(),
+            segment_synapses: Vec::new(),
+            segment_connected: Vec::new(),
+            free_segments: Vec::new(),
+            synapse_presyn: Vec::new(),
+            synapse_segment: Vec::new(),
+            synapse_permanence: Vec::new(),
+            synapse_slot: Vec::new(),
+            free_synapses: Vec::new(),
+            presyn_connected: Vec::new(),
+            presyn_unconnected: Vec::new(),
+            scratch: Vec::new(),
+            candidates: Vec::new(),
+        }
+    }
+
+    /// Number of segment-owning cells.
+    pub fn num_cells(&self) -> u32 {
+        self.num_cells
+    }
+
+    /// The permanence at and above which a synapse is connected
+    /// (`connected_permanence − 1e-6`).
+    pub fn connected_threshold(&self) -> f32 {
+        self.connected_threshold
+    }
+
+    // ----------------------------------------------------------------- create
+
+    /// Give `cell` a new, empty segment and return its id.
+    ///
+    /// While the cell already has `max_segments_per_cell` segments, its least
+    /// useful one (smallest Σ permanence², ties to the smaller id) is
+    /// destroyed first. `0` means no limit.
+    pub fn create_segment(&mut self, cell: u32, max_segments_per_cell: u32) -> u32 {
+        if max_segments_per_cell > 0 {
+            while self.cell_segments[cell as usize].len() >= max_segments_per_cell as usize {
+                let victim = self.least_useful_segment(cell);
+                self.destroy_segment(victim);
+            }
+        }
+        let segment = match self.free_segments.pop() {
+            Some(id) => {
+                self.segment_cell[id as usize] = cell;
+                self.segment_connected[id as usize] = 0;
+                debug_assert!(self.segment_synapses[id as usize].is_empty());
+                id
+            }
+            None => {
+                let id = self.segment_cell.len() as u32;
+                self.segment_cell.push(cell);
+                self.segment_synapses.push(Vec::new());
+                self.segment_connected.push(0);
+                id
+            }
+        };
+        self.cell_segments[cell as usize].push(segment);
+        segment
+    }
+
+    /// The segment of `cell` with the smallest Σ permanence² (f32 sum in
+    /// synapse order); ties go to the smaller segment id.
+    fn least_useful_segment(&self, cell: u32) -> u32 {
+        let mut best: Option<(f32, u32)> = None;
+        for &segment in &self.cell_segments[cell as usize] {
+            let score: f32 = self.segment_synapses[segment as usize]
+                .iter()
+                .map(|&s| {
+                    let p = self.synapse_permanence[s as usize];
+                    p * p
+                })
+                .fold(0.0, |acc, x| acc + x);
+            let better = match best {
+                None => true,
+                Some((best_score, best_id)) => {
+                    score < best_score || (score == best_score && segment < best_id)
+                }
+            };
+            if better {
+                best = Some((score, segment));
+            }
+        }
+        best.expect("least_useful_segment of a cell without segments")
+            .1
+    }
+
+    /// Connect `presynaptic_cell` to `segment` with `permanence` and return
+    /// the synapse id.
+    ///
+    /// A segment never holds two synapses from the same presynaptic cell: if
+    /// one exists its permanence is raised to `permanence` (when larger) and
+    /// its id returned.
+    pub fn create_synapse(&mut self, segment: u32, presynaptic_cell: u32, permanence: f32) -> u32 {
+        debug_assert!(self.segment_exists(segment), "synapse on dead segment");
+        let existing = self.segment_synapses[segment as usize]
+            .iter()
+            .copied()
+            .find(|&s| self.synapse_presyn[s as usize] == presynaptic_cell);
+        if let Some(synapse) = existing {
+            if permanence > self.synapse_permanence[synapse as usize] {
+                self.update_permanence(synapse, permanence);
+            }
+            return synapse;
+        }
+
+        let permanence = permanence.clamp(0.0, 1.0);
+        let synapse = match self.free_synapses.pop() {
+            Some(id) => {
+                let i = id as usize;
+                self.synapse_presyn[i] = presynaptic_cell;
+                self.synapse_segment[i] = segment;
+                self.synapse_permanence[i] = permanence;
+                id
+            }
+            None => {
+                let id = self.synapse_presyn.len() as u32;
+                self.synapse_presyn.push(presynaptic_cell);
+                self.synapse_segment.push(segment);
+                self.synapse_permanence.push(permanence);
+                self.synapse_slot.push(0);
+                id
+            }
+        };
+        self.segment_synapses[segment as usize].push(synapse);
+        let connected = permanence >= self.connected_threshold;
+        if connected {
+            self.segment_connected[segment as usize] += 1;
+        }
+        self.index_insert(synapse, connected);
+        synapse
+    }
+
+    // ---------------------------------------------------------------- destroy
+
+    /// Remove `synapse`: from the reverse index, from its segment by
+    /// swap-remove (the segment's last synapse takes its slot), and recycle
+    /// its id.
+    pub fn destroy_synapse(&mut self, synapse: u32) {
+        let i = synapse as usize;
+        let segment = self.synapse_segment[i];
+        assert!(segment != DEAD, "synapse {synapse} destroyed twice");
+        let connected = self.is_connected(synapse);
+        self.index_remove(synapse, connected);
+        if connected {
+            self.segment_connected[segment as usize] -= 1;
+        }
+        let list = &mut self.segment_synapses[segment as usize];
+        let at = list
+            .iter()
+            .position(|&s| s == synapse)
+            .expect("synapse missing from its segment");
+        list.swap_remove(at);
+        self.synapse_segment[i] = DEAD;
+        self.free_synapses.push(synapse);
+    }
+
+    /// Remove `segment` and all its synapses (last first), erase it from its
+    /// cell's list keeping the order of the others, and recycle its id.
+    pub fn destroy_segment(&mut self, segment: u32) {
+        let cell = self.segment_cell[segment as usize];
+        assert!(cell != DEAD, "segment {segment} destroyed twice");
+        while let Some(&last) = self.segment_synapses[segment as usize].last() {
+            self.destroy_synapse(last);
+        }
+        let list = &mut self.cell_segments[cell as usize];
+        let at = list
+            .iter()
+            .position(|&s| s == segment)
+            .expect("segment missing from its cell");
+        list.remove(at);
+        self.segment_cell[segment as usize] = DEAD;
+        self.free_segments.push(segment);
+    }
+
+    // ------------------------------------------------------------ permanences
+
+    /// Set the permanence of `synapse` to `permanence` clamped to `[0, 1]`,
+    /// moving it between the connected and unconnected index when its status
+    /// flips.
+    pub fn update_permanence(&mut self, synapse: u32, permanence: f32) {
+        let i = synapse as usize;
+        let permanence = permanence.clamp(0.0, 1.0);
+        let was = self.synapse_permanence[i] >= self.connected_threshold;
+        let now = permanence >= self.connected_threshold;
+        self.synapse_permanence[i] = permanence;
+        if was != now {
+            let segment = self.synapse_segment[i] as usize;
+            self.index_remove(synapse, was);
+            self.index_insert(synapse, now);
+            if now {
+                self.segment_connected[segment] += 1;
+            } else {
+                self.segment_connected[segment] -= 1;
+            }
+        }
+    }
+
+    /// Hebbian update of one segment: every synapse whose presynaptic cell is
+    /// active (`is_active`) gains `increment`, every other loses `decrement`.
+    ///
+    /// With `prune`, a synapse whose new permanence would fall below `1e-6`
+    /// is destroyed instead (after the walk, in walk order), and then the
+    /// whole segment is destroyed if it is left with fewer than
+    /// `segment_threshold` synapses.
+    pub fn adapt_segment(
+        &mut self,
+        segment: u32,
+        is_active: impl Fn(u32) -> bool,
+        increment: f32,
+        decrement: f32,
+        prune: bool,
+        segment_threshold: u32,
+    ) {
+        let mut doomed = std::mem::take(&mut self.scratch);
+        doomed.clear();
+        let count = self.segment_synapses[segment as usize].len();
+        for k in 0..count {
+            let synapse = self.segment_synapses[segment as usize][k];
+            let s = synapse as usize;
+            let delta = if is_active(self.synapse_presyn[s]) {
+                increment
+            } else {
+                -decrement
+            };
+            let permanence = self.synapse_permanence[s];
+            if prune && permanence + delta < PERMANENCE_EPSILON {
+                doomed.push(synapse);
+            } else {
+                self.update_permanence(synapse, permanence + delta);
+            }
+        }
+        for &synapse in &doomed {
+            self.destroy_synapse(synapse);
+        }
+        self.scratch = doomed;
+        if prune
+            && (self.segment_synapses[segment as usize].len() as u64) < u64::from(segment_threshold)
+        {
+            self.destroy_segment(segment);
+        }
+    }
+
+    /// Make sure at least `k` synapses of `segment` are connected by adding
+    /// the same amount to every synapse: the gap between the connected
+    /// threshold and the `k`-th largest permanence (`k` clipped to the number
+    /// of synapses). Nothing happens when `k == 0`, the segment has no
+    /// synapses, or it already has `k` connected.
+    pub fn raise_permanences_to_threshold(&mut self, segment: u32, k: u32) {
+        let synapses = &self.segment_synapses[segment as usize];
+        if k == 0 || synapses.is_empty() || self.segment_connected[segment as usize] >= k {
+            return;
+        }
+        let mut perms = std::mem::take(&mut self.scratch);
+        perms.clear();
+        // The scratch buffer holds f32 bit patterns; compare them as floats.
+        perms.extend(
+            synapses
+                .iter()
+                .map(|&s| self.synapse_permanence[s as usize].to_bits()),
+        );
+        let k = (k as usize).min(perms.len());
+        let (_, kth, _) = perms.select_nth_unstable_by(k - 1, |a, b| {
+            f32::from_bits(*b)
+                .partial_cmp(&f32::from_bits(*a))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        let kth = f32::from_bits(*kth);
+        self.scratch = perms;
+        let gap = self.connected_threshold - kth;
+        if gap > 0.0 {
+            self.bump_segment(segment, gap);
+        }
+    }
+
+    /// Add `delta` to the permanence of every synapse of `segment` (clamped).
+    pub fn bump_segment(&mut self, segment: u32, delta: f32) {
+        for k in 0..self.segment_synapses[segment as usize].len() {
+            let synapse = self.segment_synapses[segment as usize][k];
+            let permanence = self.synapse_permanence[synapse as usize];
+            self.update_permanence(synapse, permanence + delta);
+        }
+    }
+
+    /// Destroy the `n` weakest synapses of `segment` whose presynaptic cell
+    /// is not in `exclude` (sorted ascending): ordered by permanence, ties to
+    /// the smaller synapse id.
+    pub fn destroy_min_permanence_synapses(&mut self, segment: u32, n: usize, exclude: &[u32]) {
+        let mut doomed = std::mem::take(&mut self.scratch);
+        doomed.clear();
+        doomed.extend(
+            self.segment_synapses[segment as usize]
+                .iter()
+                .copied()
+                .filter(|&s| {
+                    exclude
+                        .binary_search(&self.synapse_presyn[s as usize])
+                        .is_err()
+                }),
+        );
+        let perms = &self.synapse_permanence;
+        doomed.sort_unstable_by(|&a, &b| {
+            perms[a as usize]
+                .partial_cmp(&perms[b as usize])
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(a.cmp(&b))
+        });
+        doomed.truncate(n);
+        for &synapse in &doomed {
+            self.destroy_synapse(synapse);
+        }
+        self.scratch = doomed;
+    }
+
+    /// Grow synapses from `candidates` (presynaptic cells, sorted) onto
+    /// `segment` with `initial_permanence` (§2 `grow_synapses`).
+    ///
+    /// Up to `max_new` (0 = all candidates) new synapses are made. If that
+    /// would take the segment past `max_per_segment` (0 = no limit), its
+    /// weakest synapses from non-candidates are destroyed first, and growth is
+    /// capped at the room left. Candidates are shuffled with `rng` only when
+    /// fewer than all of them are wanted. A candidate already on the segment
+    /// does not count as new, but its permanence is raised to
+    /// `initial_permanence` if lower.
+    pub fn grow_synapses(
+        &mut self,
+        segment: u32,
+        candidates: &[u32],
+        initial_permanence: f32,
+        rng: &mut Random,
+        max_new: u32,
+        max_per_segment: u32,
+    ) {
+        let mut n = if max_new == 0 {
+            candidates.len()
+        } else {
+            (max_new as usize).min(candidates.len())
+        };
+        if max_per_segment > 0 {
+            let limit = max_per_segment as usize;
+            let held = self.segment_synapses[segment as usize].len();
+            if held + n > limit {
+                self.destroy_min_permanence_synapses(segment, held + n - limit, candidates);
+            }
+            let held = self.segment_synapses[segment as usize].len();
+            n = n.min(limit.saturating_sub(held));
+        }
+        if n == 0 {
+            return;
+        }
+        let mut order = std::mem::take(&mut self.candidates);
+        order.clear();
+        order.extend_from_slice(candidates);
+        if max_new > 0 && (max_new as usize) < candidates.len() {
+            rng.shuffle(&mut order);
+        }
+        let target = self.segment_synapses[segment as usize].len() + n;
+        for &cell in &order {
+            if self.segment_synapses[segment as usize].len() >= target {
+                break;
+            }
+            self.create_synapse(segment, cell, initial_permanence);
+        }
+        self.candidates = order;
+    }
+
+    // --------------------------------------------------------------- activity
+
+    /// Count, for every segment, its synapses from `active_presynaptic`
+    /// cells: connected ones into [`SegmentActivity::connected`], all of them
+    /// into [`SegmentActivity::potential`]. Work is proportional to the
+    /// synapses fed by the active cells.
+    pub fn compute_activity(&self, active_presynaptic: &[u32], activity: &mut SegmentActivity) {
+        activity.reset(self.segment_cell.len());
+        for &cell in active_presynaptic {
+            if let Some(list) = self.presyn_connected.get(cell as usize) {
+                for f in list {
+                    activity.count(f.segment, 1);
+                }
+            }
+            if let Some(list) = self.presyn_unconnected.get(cell as usize) {
+                for f in list {
+                    activity.count(f.segment, 0);
+                }
+            }
+        }
+    }
+
+    // -------------------------------------------------------------- accessors
+
+    /// The live segments of `cell`, in creation order.
+    pub fn segments_for_cell(&self, cell: u32) -> &[u32] {
+        &self.cell_segments[cell as usize]
+    }
+
+    /// The synapses of `segment`, in their current (swap-remove) order.
+    pub fn synapses_for_segment(&self, segment: u32) -> &[u32] {
+        &self.segment_synapses[segment as usize]
+    }
+
+    /// The cell owning `segment`.
+    pub fn cell_for_segment(&self, segment: u32) -> u32 {
+        self.segment_cell[segment as usize]
+    }
+
+    /// The segment holding `synapse`.
+    pub fn segment_for_synapse(&self, synapse: u32) -> u32 {
+        self.synapse_segment[synapse as usize]
+    }
+
+    /// Whether `segment` is a live id.
+    pub fn segment_exists(&self, segment: u32) -> bool {
+        self.segment_cell
+            .get(segment as usize)
+            .is_some_and(|&c| c != DEAD)
+    }
+
+    /// The permanence of `synapse`.
+    pub fn permanence(&self, synapse: u32) -> f32 {
+        self.synapse_permanence[synapse as usize]
+    }
+
+    /// The presynaptic cell of `synapse`.
+    pub fn presynaptic_cell(&self, synapse: u32) -> u32 {
+        self.synapse_presyn[synapse as usize]
+    }
+
+    /// Whether `synapse` is connected.
+    pub fn is_connected(&self, synapse: u32) -> bool {
+        self.synapse_permanence[synapse as usize] >= self.connected_threshold
+    }
+
+    /// Number of live segments.
+    pub fn num_segments(&self) -> usize {
+        self.segment_cell.len() - self.free_segments.len()
+    }
+
+    /// Number of live synapses.
+    pub fn num_synapses(&self) -> usize {
+        self.synapse_presyn.len() - self.free_synapses.len()
+    }
+
+    /// Number of connected synapses on `segment`.
+    pub fn num_connected(&self, segment: u32) -> u32 {
+        self.segment_connected[segment as usize]
+    }
+
+    /// One past the largest segment id ever handed out (size for per-segment
+    /// buffers).
+    pub fn segment_capacity(&self) -> usize {
+        self.segment_cell.len()
+    }
+
+    /// Heap bytes held (capacities, not just lengths).
+    pub fn memory_bytes(&self) -> usize {
+        fn nested<T>(v: &[Vec<T>]) -> usize {
+            v.iter().map(|x| x.capacity() * size_of::<T>()).sum()
+        }
+        let outer = size_of::<Vec<u32>>()
+            * (self.cell_segments.capacity()
+                + self.segment_synapses.capacity()
+                + self.presyn_connected.capacity()
+                + self.presyn_unconnected.capacity());
+        outer
+            + nested(&self.cell_segments)
+            + nested(&self.segment_synapses)
+            + nested(&self.presyn_connected)
+            + nested(&self.presyn_unconnected)
+            + 4 * (self.segment_cell.capacity()
+                + self.segment_connected.capacity()
+                + self.free_segments.capacity()
+                + self.synapse_presyn.capacity()
+                + self.synapse_segment.capacity()
+                + self.synapse_permanence.capacity()
+                + self.synapse_slot.capacity()
+                + self.free_synapses.capacity()
+                + self.scratch.capacity()
+                + self.candidates.capacity())
+    }
+
+    // ---------------------------------------------------------- reverse index
+
+    fn index_insert(&mut self, synapse: u32, connected: bool) {
+        let presyn = self.synapse_presyn[synapse as usize] as usize;
+        if presyn >= self.presyn_connected.len() {
+            self.presyn_connected.resize_with(presyn + 1, Vec::new);
+            self.presyn_unconnected.resize_with(presyn + 1, Vec::new);
+        }
+        let list = if connected {
+            &mut self.presyn_connected[presyn]
+        } else {
+            &mut self.presyn_unconnected[presyn]
+        };
+        self.synapse_slot[synapse as usize] = list.len() as u32;
+        list.push(Fanout {
+            segment: self.synapse_segment[synapse as usize],
+            synapse,
+        });
+    }
+
+    fn index_remove(&mut self, synapse: u32, connected: bool) {
+        let presyn = self.synapse_presyn[synapse as usize] as usize;
+        let list = if connected {
+            &mut self.presyn_connected[presyn]
+        } else {
+            &mut self.presyn_unconnected[presyn]
+        };
+        let slot = self.synapse_slot[synapse as usize] as usize;
+        debug_assert_eq!(list[slot].synapse, synapse);
+        list.swap_remove(slot);
+        if let Some(moved) = list.get(slot) {
+            self.synapse_slot[moved.synapse as usize] = slot as u32;
+        }
+    }
+}
+
+#[cfg(test)]
+impl Connections {
+    /// Check every redundant piece of bookkeeping against the primary data;
+    /// panics with a description of the first inconsistency.
+    pub(crate) fn check_invariants(&self) {
+        let mut live_synapses = 0;
+        for (cell, segments) in self.cell_segments.iter().enumerate() {
+            for &segment in segments {
+                assert_eq!(self.segment_cell[segment as usize], cell as u32);
+            }
+        }
+        for (segment, &cell) in self.segment_cell.iter().enumerate() {
+            let synapses = &self.segment_synapses[segment];
+            if cell == DEAD {
+                assert!(synapses.is_empty(), "dead segment {segment} holds synapses");
+                assert!(self.free_segments.contains(&(segment as u32)));
+                continue;
+            }
+            let mut connected = 0;
+            let mut presyns: Vec<u32> = Vec::new();
+            for &synapse in synapses {
+                live_synapses += 1;
+                let s = synapse as usize;
+                assert_eq!(self.synapse_segment[s], segment as u32);
+                let p = self.synapse_permanence[s];
+                assert!((0.0..=1.0).contains(&p), "permanence {p} out of range");
+                let list = if self.is_connected(synapse) {
+                    connected += 1;
+                    &self.presyn_connected[self.synapse_presyn[s] as usize]
+                } else {
+                    &self.presyn_unconnected[self.synapse_presyn[s] as usize]
+                };
+                let entry = list[self.synapse_slot[s] as usize];
+                assert_eq!(
+                    entry,
+                    Fanout {
+                        segment: segment as u32,
+                        synapse
+                    }
+                );
+                presyns.push(self.synapse_presyn[s]);
+            }
+            assert_eq!(self.segment_connected[segment], connected);
+            presyns.sort_unstable();
+            let n = presyns.len();
+            presyns.dedup();
+            assert_eq!(presyns.len(), n, "duplicate presynaptic cell on {segment}");
+        }
+        let indexed: usize = self.presyn_connected.iter().map(Vec::len).sum::<usize>()
+            + self.presyn_unconnected.iter().map(Vec::len).sum::<usize>();
+        assert_eq!(indexed, live_synapses);
+        assert_eq!(self.num_synapses(), live_synapses);
+        for &synapse in &self.free_synapses {
+            assert_eq!(self.synapse_segment[synapse as usize], DEAD);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A store with one segment on `cell` holding synapses from `presyns`
+    /// with the given permanences.
+    fn with_segment(cell: u32, synapses: &[(u32, f32)]) -> (Connections, u32) {
+        let mut c = Connections::new(32, 0.5);
+        let seg = c.create_segment(cell, 0);
+        for &(presyn, perm) in synapses {
+            c.create_synapse(seg, presyn, perm);
+        }
+        (c, seg)
+    }
+
+    fn perms_by_presyn(c: &Connections, seg: u32) -> Vec<(u32, f32)> {
+        let mut v: Vec<(u32, f32)> = c
+            .synapses_for_segment(seg)
+            .iter()
+            .map(|&s| (c.presynaptic_cell(s), c.permanence(s)))
+            .collect();
+        v.sort_by_key(|&(p, _)| p);
+        v
+    }
+
+    fn close(a: f32, b: f32) -> bool {
+        (a - b).abs() < 1e-6
+    }
+
+    #[test]
+    fn ids_are_appended_then_recycled_last_in_first_out() {
+        let mut c = Connections::new(10, 0.5);
+        let s: Vec<u32> = (0..4).map(|cell| c.create_segment(cell, 0)).collect();
+        assert_eq!(s, vec![0, 1, 2, 3]);
+        c.destroy_segment(1);
+        c.destroy_segment(3);
+        assert_eq!(c.num_segments(), 2);
+        // Most recently destroyed first, then fresh ids.
+        assert_eq!(c.create_segment(7, 0), 3);
+        assert_eq!(c.create_segment(7, 0), 1);
+        assert_eq!(c.create_segment(7, 0), 4);
+        assert_eq!(c.segments_for_cell(7), &[3, 1, 4]);
+        assert_eq!(c.cell_for_segment(1), 7);
+
+        let syn: Vec<u32> = (0..3).map(|p| c.create_synapse(0, p, 0.3)).collect();
+        assert_eq!(syn, vec![0, 1, 2]);
+        c.destroy_synapse(0);
+        c.destroy_synapse(2);
+        assert_eq!(c.create_synapse(4, 9, 0.3), 2);
+        assert_eq!(c.create_synapse(4, 8, 0.3), 0);
+        assert_eq!(c.create_synapse(4, 7, 0.3), 3);
+        c.check_invariants();
+    }
+
+    #[test]
+    fn a_segment_never_gets_two_synapses_from_one_cell() {
+        let (mut c, seg) = with_segment(0, &[(5, 0.3)]);
+        let first = c.synapses_for_segment(seg)[0];
+        // A lower permanence leaves the synapse alone.
+        assert_eq!(c.create_synapse(seg, 5, 0.2), first);
+        assert!(close(c.permanence(first), 0.3));
+        assert_eq!(c.num_connected(seg), 0);
+        // A higher one raises it, and the connected count follows.
+        assert_eq!(c.create_synapse(seg, 5, 0.6), first);
+        assert!(close(c.permanence(first), 0.6));
+        assert_eq!(c.num_connected(seg), 1);
+        assert_eq!(c.synapses_for_segment(seg).len(), 1);
+        assert_eq!(c.num_synapses(), 1);
+        c.check_invariants();
+    }
+
+    #[test]
+    fn destroying_a_synapse_moves_the_last_one_into_its_slot() {
+        let (mut c, seg) = with_segment(0, &[(10, 0.1), (11, 0.2), (12, 0.3), (13, 0.4)]);
+        assert_eq!(c.synapses_for_segment(seg), &[0, 1, 2, 3]);
+        c.destroy_synapse(1);
+        assert_eq!(c.synapses_for_segment(seg), &[0, 3, 2]);
+        c.destroy_synapse(0);
+        assert_eq!(c.synapses_for_segment(seg), &[2, 3]);
+        c.check_invariants();
+    }
+
+    #[test]
+    fn destroying_a_segment_keeps_the_cell_order_and_frees_synapses_last_first() {
+        let mut c = Connections::new(4, 0.5);
+        let segs: Vec<u32> = (0..3).map(|_| c.create_segment(2, 0)).collect();
+        for p in 0..3 {
+            c.create_synapse(segs[1], p, 0.6);
+        }
+        c.create_synapse(segs[2], 3, 0.6);
+        c.destroy_segment(segs[1]);
+        assert_eq!(c.segments_for_cell(2), &[segs[0], segs[2]]);
+        assert_eq!(c.num_synapses(), 1);
+        assert_eq!(c.num_segments(), 2);
+        // Synapses 2, 1, 0 were destroyed in that order: 0 comes back first.
+        let s = c.create_synapse(segs[0], 7, 0.1);
+        assert_eq!(s, 0);
+        assert!(!c.segment_exists(segs[1]));
+        c.check_invariants();
+    }
+
+    #[test]
+    fn activity_counts_connected_and_potential_synapses_of_active_inputs() {
+        let mut c = Connections::new(8, 0.5);
+        let a = c.create_segment(0, 0);
+        let b = c.create_segment(1, 0);
+        let idle = c.create_segment(2, 0);
+        // a: inputs 10, 11 connected, 12 not. b: 10 not, 13 connected (just).
+        c.create_synapse(a, 10, 0.5);
+        c.create_synapse(a, 11, 0.9);
+        c.create_synapse(a, 12, 0.49);
+        c.create_synapse(b, 10, 0.2);
+        c.create_synapse(b, 13, 0.5 - PERMANENCE_EPSILON);
+        c.create_synapse(idle, 20, 0.9);
+        let mut act = SegmentActivity::default();
+        c.compute_activity(&[10, 11, 12, 13, 99], &mut act);
+        assert_eq!((act.connected(a), act.potential(a)), (2, 3));
+        assert_eq!((act.connected(b), act.potential(b)), (1, 2));
+        assert_eq!((act.connected(idle), act.potential(idle)), (0, 0));
+        let mut touched = act.touched().to_vec();
+        touched.sort_unstable();
+        assert_eq!(touched, vec![a, b]);
+
+        // The next computation starts from zero.
+        c.compute_activity(&[13], &mut act);
+        assert_eq!((act.connected(a), act.potential(a)), (0, 0));
+        assert_eq!((act.connected(b), act.potential(b)), (1, 1));
+        assert_eq!(act.touched(), &[b]);
+    }
+
+    #[test]
+    fn adapt_reinforces_active_weakens_inactive_and_prunes() {
+        let (mut c, seg) = with_segment(0, &[(1, 0.45), (2, 0.5), (3, 0.05), (4, 0.95)]);
+        let active = |p: u32| p == 1 || p == 4;
+        c.adapt_segment(seg, active, 0.1, 0.1, true, 1);
+        // 3 would drop to -0.05 and is pruned; 4 clamps at 1.
+        let got = perms_by_presyn(&c, seg);
+        assert_eq!(got.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 2, 4]);
+        assert!(close(got[0].1, 0.55) && close(got[1].1, 0.4) && got[2].1 == 1.0);
+        assert_eq!(c.num_connected(seg), 2);
+        c.check_invariants();
+
+        // Without pruning the weak synapse would stay at 0.
+        let (mut c, seg) = with_segment(0, &[(3, 0.05)]);
+        c.adapt_segment(seg, |_| false, 0.1, 0.1, false, 5);
+        assert_eq!(c.permanence(c.synapses_for_segment(seg)[0]), 0.0);
+        assert!(c.segment_exists(seg));
+    }
+
+    #[test]
+    fn adapt_destroys_a_segment_left_with_too_few_synapses() {
+        let (mut c, seg) = with_segment(3, &[(1, 0.05), (2, 0.05), (5, 0.5)]);
+        c.adapt_segment(seg, |p| p == 5, 0.1, 0.1, true, 2);
+        assert!(!c.segment_exists(seg));
+        assert!(c.segments_for_cell(3).is_empty());
+        assert_eq!((c.num_segments(), c.num_synapses()), (0, 0));
+        c.check_invariants();
+    }
+
+    #[test]
+    fn raise_to_threshold_connects_the_k_strongest() {
+        let (mut c, seg) = with_segment(0, &[(1, 0.1), (2, 0.3), (3, 0.2), (4, 0.6)]);
+        c.raise_permanences_to_threshold(seg, 3);
+        // 3rd largest is 0.2: every synapse gains 0.5 - 1e-6 - 0.2.
+        assert_eq!(c.num_connected(seg), 3);
+        let got = perms_by_presyn(&c, seg);
+        let gap = 0.5 - PERMANENCE_EPSILON - 0.2;
+        assert!(close(got[0].1, 0.1 + gap) && close(got[1].1, 0.3 + gap));
+        assert!(close(got[3].1, 0.6 + gap));
+        c.check_invariants();
+
+        // Already enough connected, k = 0, or k past the end: clipped / no-op.
+        let before = perms_by_presyn(&c, seg);
+        c.raise_permanences_to_threshold(seg, 2);
+        c.raise_permanences_to_threshold(seg, 0);
+        assert_eq!(perms_by_presyn(&c, seg), before);
+        c.raise_permanences_to_threshold(seg, 10);
+        assert_eq!(c.num_connected(seg), 4);
+    }
+
+    #[test]
+    fn bump_moves_every_synapse_and_clamps() {
+        let (mut c, seg) = with_segment(0, &[(1, 0.45), (2, 0.02), (3, 0.98)]);
+        c.bump_segment(seg, 0.05);
+        let got = perms_by_presyn(&c, seg);
+        assert!(close(got[0].1, 0.5) && close(got[1].1, 0.07) && got[2].1 == 1.0);
+        assert_eq!(c.num_connected(seg), 2);
+        c.bump_segment(seg, -0.1);
+        let got = perms_by_presyn(&c, seg);
+        assert!(got[1].1 == 0.0 && close(got[0].1, 0.4));
+        assert_eq!(c.num_connected(seg), 1);
+        c.check_invariants();
+    }
+
+    #[test]
+    fn destroy_min_permanence_skips_excluded_cells_and_breaks_ties_by_id() {
+        let (mut c, seg) = with_segment(0, &[(1, 0.3), (2, 0.1), (3, 0.2), (4, 0.2), (5, 0.05)]);
+        // Cell 5 (the weakest) is excluded; the next are 2 (0.1) then the 0.2
+        // tie, won by the smaller synapse id (cell 3's).
+        c.destroy_min_permanence_synapses(seg, 2, &[5]);
+        let presyns: Vec<u32> = perms_by_presyn(&c, seg).iter().map(|x| x.0).collect();
+        assert_eq!(presyns, vec![1, 4, 5]);
+        c.destroy_min_permanence_synapses(seg, 1, &[]);
+        let presyns: Vec<u32> = perms_by_presyn(&c, seg).iter().map(|x| x.0).collect();
+        assert_eq!(presyns, vec![1, 4]);
+        c.destroy_min_permanence_synapses(seg, 10, &[1, 4]);
+        assert_eq!(c.synapses_for_segment(seg).len(), 2);
+        c.check_invariants();
+    }
+
+    #[test]
+    fn grow_takes_all_candidates_in_order_when_all_are_wanted() {
+        let (mut c, seg) = with_segment(0, &[(3, 0.05)]);
+        let mut rng = Random::new(1);
+        let untouched = rng.clone();
+        c.grow_synapses(seg, &[1, 3, 5, 7], 0.21, &mut rng, 0, 0);
+        // 3 existed: raised to 0.21, and growth still stops at 4 synapses.
+        assert_eq!(rng, untouched, "no shuffle when every candidate is used");
+        let got = perms_by_presyn(&c, seg);
+        assert_eq!(
+            got.iter().map(|x| x.0).collect::<Vec<_>>(),
+            vec![1, 3, 5, 7]
+        );
+        assert!(got.iter().all(|&(_, p)| close(p, 0.21)));
+        c.check_invariants();
+    }
+
+    #[test]
+    fn grow_samples_a_shuffled_subset_when_fewer_are_wanted() {
+        let (mut c, seg) = with_segment(0, &[]);
+        let mut rng = Random::new(1);
+        let candidates: Vec<u32> = (0..10).collect();
+        c.grow_synapses(seg, &candidates, 0.21, &mut rng, 4, 0);
+        // The first four of the same shuffle (htm Random(1) sample = [0, 8, 2, 7]).
+        let mut expect = Random::new(1).sample(&candidates, 4);
+        expect.sort_unstable();
+        let got: Vec<u32> = perms_by_presyn(&c, seg).iter().map(|x| x.0).collect();
+        assert_eq!(got, expect);
+        assert_eq!(got, vec![0, 2, 7, 8]);
+    }
+
+    #[test]
+    fn grow_recycles_the_weakest_non_candidates_past_the_segment_limit() {
+        let (mut c, seg) = with_segment(0, &[(20, 0.3), (21, 0.1), (22, 0.2), (1, 0.01)]);
+        let mut rng = Random::new(7);
+        // Want 3 new on a segment of 4 with room for 5: overrun 2. Cell 1 is a
+        // candidate, so its weak synapse is protected; 21 and 22 go.
+        c.grow_synapses(seg, &[1, 2, 3], 0.21, &mut rng, 0, 5);
+        let got: Vec<u32> = perms_by_presyn(&c, seg).iter().map(|x| x.0).collect();
+        assert_eq!(got, vec![1, 2, 3, 20]);
+        assert!(c.synapses_for_segment(seg).len() <= 5);
+        c.check_invariants();
+
+        // At the limit with only candidates on it: nothing can be destroyed,
+        // nothing is grown.
+        let (mut c, seg) = with_segment(0, &[(1, 0.3), (2, 0.3)]);
+        c.grow_synapses(seg, &[1, 2, 3], 0.21, &mut rng, 0, 2);
+        assert_eq!(c.synapses_for_segment(seg).len(), 2);
+    }
+
+    #[test]
+    fn a_full_cell_evicts_its_least_useful_segment() {
+        let mut c = Connections::new(4, 0.5);
+        let strong = c.create_segment(0, 2);
+        c.create_synapse(strong, 1, 0.9);
+        let weak = c.create_segment(0, 2);
+        c.create_synapse(weak, 1, 0.3);
+        c.create_synapse(weak, 2, 0.3);
+        // Σp² = 0.81 vs 0.18: the weak one goes, its id is reused.
+        let fresh = c.create_segment(0, 2);
+        assert_eq!(fresh, weak);
+        assert_eq!(c.segments_for_cell(0), &[strong, fresh]);
+        assert!(c.synapses_for_segment(fresh).is_empty());
+        // Now `fresh` has Σp² = 0: evicted next, even though it is newer.
+        let again = c.create_segment(0, 2);
+        assert_eq!(again, fresh);
+        assert_eq!(c.segments_for_cell(0), &[strong, again]);
+        // Equal sums: the smaller id goes.
+        let mut c = Connections::new(4, 0.5);
+        let x = c.create_segment(1, 2);
+        let y = c.create_segment(1, 2);
+        c.destroy_segment(x);
+        let x2 = c.create_segment(1, 2); // reuses id 0, now after y in the list
+        assert_eq!((x2, c.segments_for_cell(1)), (0, &[y, 0][..]));
+        c.create_segment(1, 2);
+        assert_eq!(c.segments_for_cell(1), &[y, 0]);
+        assert_eq!(c.num_segments(), 2);
+        c.check_invariants();
+    }
+
+    #[test]
+    fn counts_follow_creation_and_destruction() {
+        let mut c = Connections::new(8, 0.5);
+        let a = c.create_segment(0, 0);
+        let b = c.create_segment(0, 0);
+        for p in 0..5 {
+            c.create_synapse(a, p, 0.6);
+            c.create_synapse(b, p, 0.1);
+        }
+        assert_eq!((c.num_segments(), c.num_synapses()), (2, 10));
+        assert_eq!((c.num_connected(a), c.num_connected(b)), (5, 0));
+        c.destroy_synapse(c.synapses_for_segment(a)[0]);
+        assert_eq!((c.num_synapses(), c.num_connected(a)), (9, 4));
+        c.destroy_segment(b);
+        assert_eq!((c.num_segments(), c.num_synapses()), (1, 4));
+        assert!(c.memory_bytes() > 0);
+        c.check_invariants();
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Segment(u32),
+        Synapse(usize, u32, f32),
+        DestroySegment(usize),
+        DestroySynapse(usize),
+        Adapt(usize, u32, bool),
+        Bump(usize, f32),
+        Raise(usize, u32),
+        Grow(usize, u32, u32),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u32..6).prop_map(Op::Segment),
+            (any::<usize>(), 0u32..12, 0.0f32..1.0).prop_map(|(a, b, c)| Op::Synapse(a, b, c)),
+            any::<usize>().prop_map(Op::DestroySegment),
+            any::<usize>().prop_map(Op::DestroySynapse),
+            (any::<usize>(), any::<u32>(), any::<bool>()).prop_map(|(a, b, c)| Op::Adapt(a, b, c)),
+            (any::<usize>(), -0.5f32..0.5).prop_map(|(a, b)| Op::Bump(a, b)),
+            (any::<usize>(), 0u32..6).prop_map(|(a, b)| Op::Raise(a, b)),
+            (any::<usize>(), 0u32..5, 0u32..6).prop_map(|(a, b, c)| Op::Grow(a, b, c)),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn bookkeeping_and_activity_stay_consistent(
+            ops in proptest::collection::vec(op(), 1..120),
+            active in proptest::collection::btree_set(0u32..12, 0..12),
+        ) {
+            let mut c = Connections::new(6, 0.5);
+            let mut rng = Random::new(3);
+            let live_segments = |c: &Connections| -> Vec<u32> {
+                (0..6).flat_map(|cell| c.segments_for_cell(cell).to_vec()).collect()
+            };
+            for op in ops {
+                let segs = live_segments(&c);
+                let pick = |i: usize| segs.get(i % segs.len().max(1)).copied();
+                match op {
+                    Op::Segment(cell) => { c.create_segment(cell, 3); }
+                    Op::Synapse(i, p, perm) => if let Some(s) = pick(i) { c.create_synapse(s, p, perm); },
+                    Op::DestroySegment(i) => if let Some(s) = pick(i) { c.destroy_segment(s); },
+                    Op::DestroySynapse(i) => {
+                        let all: Vec<u32> = segs.iter().flat_map(|&s| c.synapses_for_segment(s).to_vec()).collect();
+                        if !all.is_empty() { c.destroy_synapse(all[i % all.len()]); }
+                    }
+                    Op::Adapt(i, mask, prune) => if let Some(s) = pick(i) {
+                        c.adapt_segment(s, |p| mask >> p & 1 != 0, 0.1, 0.15, prune, 2);
+                    },
+                    Op::Bump(i, d) => if let Some(s) = pick(i) { c.bump_segment(s, d); },
+                    Op::Raise(i, k) => if let Some(s) = pick(i) {
+                        c.raise_permanences_to_threshold(s, k);
+                        let n = c.synapses_for_segment(s).len() as u32;
+                        prop_assert!(c.num_connected(s) >= k.min(n) || n == 0);
+                    },
+                    Op::Grow(i, max_new, limit) => if let Some(s) = pick(i) {
+                        c.grow_synapses(s, &[1, 3, 4, 8, 11], 0.21, &mut rng, max_new, limit);
+                        if limit > 0 { prop_assert!(c.synapses_for_segment(s).len() <= (limit as usize).max(5)); }
+                    },
+                }
+                c.check_invariants();
+            }
+            // compute_activity agrees with a brute-force count.
+            let active: Vec<u32> = active.into_iter().collect();
+            let mut act = SegmentActivity::default();
+            c.compute_activity(&active, &mut act);
+            for s in live_segments(&c) {
+                let syns = c.synapses_for_segment(s);
+                let pot = syns.iter().filter(|&&y| active.contains(&c.presynaptic_cell(y))).count() as u32;
+                let con = syns.iter().filter(|&&y| active.contains(&c.presynaptic_cell(y)) && c.is_connected(y)).count() as u32;
+                prop_assert_eq!((act.connected(s), act.potential(s)), (con, pot));
+            }
+        }
+    }
+}
