@@ -1,5 +1,161 @@
 //! The `htm-stream` command line: thin wrappers over the library.
+//!
+//! - `serve`  — the HTTP/WebSocket service.
+//! - `replay` — run a CSV series through one model; summary, CSVs, plot.
+//! - `nab`    — run and score the Numenta Anomaly Benchmark.
 
-fn main() {
-    println!("htm-stream: commands are being written");
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use htm_stream::model::ModelParams;
+use htm_stream::replay::run::{
+    replay, write_out_row, write_trace_row, RangeMode, ReplayOptions, OUT_HEADER, TRACE_HEADER,
+};
+use htm_stream::replay::series::{read_series, SeriesFormat};
+
+#[derive(Parser, Debug)]
+#[command(name = "htm-stream", version, about = "Streaming anomaly detection with HTM")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a CSV series through one model and report how it learned.
+    Replay(ReplayArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ReplayArgs {
+    /// The series: NAB format (`timestamp,value`) or NuPIC's three-header format.
+    file: PathBuf,
+    /// Parameter preset.
+    #[arg(long, default_value = "nab")]
+    preset: String,
+    /// Seed for the RDSE, the Spatial Pooler and the Temporal Memory (default: the preset's).
+    #[arg(long)]
+    seed: Option<u32>,
+    /// Times the file is replayed through the same model.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    passes: u32,
+    /// Freeze learning after this many steps (counted over all passes).
+    #[arg(long)]
+    no_learn_after: Option<u64>,
+    /// Value range: `conformant` takes the file's min/max (and NAB's probationary
+    /// period for the likelihood), `streaming` calibrates online.
+    #[arg(long, value_enum, default_value_t = RangeMode::Conformant)]
+    mode: RangeMode,
+    /// CSV dialect.
+    #[arg(long, value_enum, default_value_t = SeriesFormat::Auto)]
+    format: SeriesFormat,
+    /// Write one row per step: timestamp,value,prediction,raw_anomaly,likelihood,log_likelihood,…
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Write step,input_bits,sp_active,raw_anomaly,tm_segments,tm_synapses per step.
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// Print the per-pass figures as JSON after the summary line.
+    #[arg(long)]
+    json: bool,
+    /// Hide the progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Replay(args) => run_replay(args)?,
+    }
+    Ok(())
+}
+
+fn create(path: &PathBuf) -> Result<BufWriter<File>> {
+    let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    Ok(BufWriter::new(file))
+}
+
+fn run_replay(args: ReplayArgs) -> Result<()> {
+    let Some(mut params) = ModelParams::preset(&args.preset) else {
+        bail!(
+            "unknown preset `{}` (known: {})",
+            args.preset,
+            ModelParams::PRESETS.join(", ")
+        );
+    };
+    if let Some(seed) = args.seed {
+        params.value_encoder.seed = seed;
+        params.sp.seed = seed;
+        params.tm.seed = seed;
+    }
+    let samples = read_series(&args.file, args.format)?;
+    let mut out = args.out.as_ref().map(create).transpose()?;
+    let mut trace = args.trace.as_ref().map(create).transpose()?;
+    if let Some(w) = out.as_mut() {
+        writeln!(w, "{OUT_HEADER}")?;
+    }
+    if let Some(w) = trace.as_mut() {
+        writeln!(w, "{TRACE_HEADER}")?;
+    }
+    let total = samples.len() as u64 * u64::from(args.passes);
+    let bar = if args.no_progress || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} steps, {per_sec}, eta {eta}")
+            .expect("valid template"),
+    );
+    let options = ReplayOptions {
+        params,
+        mode: args.mode,
+        passes: args.passes,
+        no_learn_after: args.no_learn_after,
+    };
+    let mut io_error: Option<std::io::Error> = None;
+    let summary = replay(&samples, &options, |record| {
+        if record.step % 256 == 0 {
+            bar.set_position(record.step);
+        }
+        if io_error.is_some() {
+            return;
+        }
+        let result = out
+            .as_mut()
+            .map_or(Ok(()), |w| write_out_row(w, record))
+            .and_then(|()| trace.as_mut().map_or(Ok(()), |w| write_trace_row(w, record)));
+        if let Err(e) = result {
+            io_error = Some(e);
+        }
+    })?;
+    bar.finish_and_clear();
+    if let Some(e) = io_error {
+        return Err(e).context("writing the output CSV");
+    }
+    for w in [out.as_mut(), trace.as_mut()].into_iter().flatten() {
+        w.flush().context("writing the output CSV")?;
+    }
+    println!("{summary}");
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary.passes)?);
+    } else {
+        for p in &summary.passes {
+            eprintln!(
+                "pass {}: mean_raw_anomaly={:.4} rmse_1step={:.4} mae_1step={:.4} bursting={:.4}",
+                p.pass + 1,
+                p.mean_raw_anomaly,
+                p.rmse_1step,
+                p.mae_1step,
+                p.mean_bursting_fraction
+            );
+        }
+    }
+    Ok(())
 }

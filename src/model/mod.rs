@@ -1,101 +1,37 @@
 //! `Model`: one stream's whole HTM pipeline behind a single `step()`.
 //!
-//! PLACEHOLDER API (being replaced by the real engine in this same change
-//! series): the types and method signatures below are the contract the
-//! server, store, NAB runner and replay code program against. The bodies are
-//! temporary until the engine modules land.
+//! Per sample, in the reference order (htm-reference §7):
+//!
+//! ```text
+//! value ─► RDSE ─┐
+//!                ├─► concat ─► Spatial Pooler ─► Temporal Memory ─► raw anomaly
+//! time ─► Date ──┘                                    │                  │
+//!                                   active cells ─► predictor      likelihood ─► log
+//! ```
+//!
+//! Every sample is scored against the prediction made from the previous one
+//! and then learned from, in the same step: there is no training phase.
+//! The whole state, random generators included, serializes, so a restored
+//! model continues bit for bit as if it had never stopped.
+
+mod calibration;
+mod params;
 
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 
-/// A parameter that failed validation, named by its dotted path
-/// (e.g. `tm.cells_per_column`).
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("invalid parameter `{field}`: {message}")]
-pub struct ParamsError {
-    /// Dotted path of the offending field, as it appears in the JSON form.
-    pub field: String,
-    /// What is wrong with it.
-    pub message: String,
-}
+use crate::htm::anomaly_likelihood::{log_likelihood, AnomalyLikelihood};
+use crate::htm::date_encoder::DateEncoder;
+use crate::htm::predictor::Predictor;
+use crate::htm::rdse::{Rdse, RdseParams};
+use crate::htm::sdr::Sdr;
+use crate::htm::spatial_pooler::SpatialPooler;
+use crate::htm::temporal_memory::TemporalMemory;
 
-/// Value encoder parameters (RDSE).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ValueEncoderParams {
-    pub size: u32,
-    pub active_bits: u32,
-    /// Bucket width; `None` = found online from the samples.
-    pub resolution: Option<f64>,
-    pub seed: u32,
-}
-
-/// Temporal Memory parameters (subset in the placeholder).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TmParams {
-    pub cells_per_column: u32,
-    pub activation_threshold: u32,
-}
-
-/// All parameters of a model.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelParams {
-    pub value_encoder: ValueEncoderParams,
-    pub tm: TmParams,
-}
-
-impl ModelParams {
-    /// Names accepted by [`ModelParams::preset`].
-    pub const PRESETS: &'static [&'static str] = &["default", "nab", "hotgym"];
-
-    /// The named preset, or `None` for an unknown name.
-    pub fn preset(name: &str) -> Option<ModelParams> {
-        Self::PRESETS.contains(&name).then_some(ModelParams {
-            value_encoder: ValueEncoderParams {
-                size: 400,
-                active_bits: 21,
-                resolution: None,
-                seed: 42,
-            },
-            tm: TmParams {
-                cells_per_column: 32,
-                activation_threshold: 13,
-            },
-        })
-    }
-
-    /// Set the value encoder's resolution from the expected value range.
-    pub fn set_value_range(&mut self, min: f64, max: f64) {
-        self.value_encoder.resolution = Some(((max - min) / 130.0).max(0.001));
-    }
-
-    /// Let the anomaly likelihood learn for `rows` samples before it scores
-    /// (NAB's probationary period: learning `rows/2`, estimation the rest).
-    pub fn set_probationary_period(&mut self, rows: u32) {
-        let _ = rows;
-    }
-
-    /// Check every parameter; the error names the first bad field.
-    pub fn validate(&self) -> Result<(), ParamsError> {
-        if self.tm.cells_per_column == 0 {
-            return Err(ParamsError {
-                field: "tm.cells_per_column".into(),
-                message: "must be at least 1".into(),
-            });
-        }
-        if let Some(r) = self.value_encoder.resolution {
-            if !(r.is_finite() && r > 0.0) {
-                return Err(ParamsError {
-                    field: "value_encoder.resolution".into(),
-                    message: "must be a positive finite number".into(),
-                });
-            }
-        }
-        Ok(())
-    }
-}
+pub use calibration::Calibration;
+pub use params::{
+    ModelParams, ParamsError, PredictorParams, SpatialAnomalyParams, ValueEncoderParams,
+};
 
 /// The model's forecast of the next value.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -117,49 +53,311 @@ pub struct Output {
     pub likelihood: f64,
     /// `ln(1.0000000001 - likelihood) / ln(1e-10)`, in [0, 1].
     pub log_likelihood: f64,
-    /// Final score to alert on: max(log_likelihood, spatial anomaly).
+    /// The score to alert on: `log_likelihood`, or 1.0 when the spatial rule
+    /// fires (a value outside the range seen so far, once the likelihood
+    /// has finished learning).
     pub anomaly_score: f64,
     /// Forecast of the next sample, once the predictor has learned.
     pub prediction: Option<Prediction>,
-    /// Whether this step learned.
+    /// Whether this step learned (false while calibrating or when asked).
     pub learned: bool,
+}
+
+/// Internals of the last step, for traces and plots.
+#[derive(Clone, Copy, Debug)]
+pub struct StepInternals<'a> {
+    /// The encoder output (value bits then date bits).
+    pub input: &'a Sdr,
+    /// Spatial Pooler active columns.
+    pub active_columns: &'a Sdr,
+    /// Active columns that no cell predicted (they burst).
+    pub bursting_columns: usize,
+    /// Temporal Memory segments and synapses after the step.
+    pub segments: usize,
+    pub synapses: usize,
+}
+
+/// The HTM parts, built once the value encoder's resolution is known.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Pipeline {
+    rdse: Rdse,
+    date: DateEncoder,
+    sp: SpatialPooler,
+    tm: TemporalMemory,
+    predictor: Predictor,
+    /// Bucket width of the predictor's categories.
+    bucket_width: f64,
+    /// Category index → bucket key (`floor(value / bucket_width)`), in order
+    /// of first appearance; categories must be small non-negative integers.
+    bucket_keys: Vec<i64>,
+    /// Scratch SDRs reused every step (no allocation in steady state).
+    value_bits: Sdr,
+    date_bits: Sdr,
+    input: Sdr,
+    active_columns: Sdr,
+    /// Last bursting-column count, for diagnostics.
+    bursting_columns: usize,
 }
 
 /// One stream's HTM model.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Model {
     params: ModelParams,
+    /// `None` until the value resolution is known (online calibration).
+    pipeline: Option<Pipeline>,
+    calibration: Calibration,
+    likelihood: AnomalyLikelihood,
+    /// Running extremes for the spatial-anomaly rule.
+    seen_min: f64,
+    seen_max: f64,
     steps: u64,
 }
 
-impl Model {
-    /// Build a model; fails if a parameter is invalid.
-    pub fn new(params: ModelParams) -> Result<Model, ParamsError> {
-        params.validate()?;
-        Ok(Model { params, steps: 0 })
+fn prefixed<E: std::fmt::Display>(component: &str, field: Option<&str>, err: E) -> ParamsError {
+    match field {
+        Some(f) => ParamsError::new(format!("{component}.{f}"), err.to_string()),
+        None => ParamsError::new(component, err.to_string()),
+    }
+}
+
+impl Pipeline {
+    fn build(params: &ModelParams, resolution: f64) -> Result<Pipeline, ParamsError> {
+        let v = &params.value_encoder;
+        if !(resolution.is_finite() && resolution > 0.0) {
+            return Err(ParamsError::new(
+                "value_encoder.resolution",
+                "must be a positive finite number",
+            ));
+        }
+        let rdse = Rdse::new(RdseParams {
+            size: v.size,
+            active_bits: v.active_bits,
+            sparsity: 0.0,
+            radius: 0.0,
+            resolution: resolution as f32,
+            category: false,
+            seed: v.seed,
+        })
+        .map_err(|e| prefixed("value_encoder", None, e))?;
+        let date = DateEncoder::new(params.date_encoder.clone())
+            .map_err(|e| prefixed("date_encoder", None, e))?;
+        let input_width = rdse.size() + date.size();
+        let sp = SpatialPooler::new(&[input_width], params.sp.clone())
+            .map_err(|e| prefixed("sp", None, e))?;
+        let tm = TemporalMemory::new(sp.num_columns(), params.tm.clone())
+            .map_err(|e| prefixed("tm", None, e))?;
+        let predictor = Predictor::new(&params.predictor.steps, params.predictor.alpha)
+            .map_err(|e| prefixed("predictor", None, e))?;
+        let bucket_width = params.predictor.resolution.unwrap_or(resolution);
+        if !(bucket_width.is_finite() && bucket_width > 0.0) {
+            return Err(ParamsError::new(
+                "predictor.resolution",
+                "must be a positive finite number",
+            ));
+        }
+        Ok(Pipeline {
+            value_bits: Sdr::new(rdse.size()),
+            date_bits: Sdr::new(date.size()),
+            input: Sdr::new(input_width),
+            active_columns: Sdr::new(sp.num_columns()),
+            rdse,
+            date,
+            sp,
+            tm,
+            predictor,
+            bucket_width,
+            bucket_keys: Vec::new(),
+            bursting_columns: 0,
+        })
     }
 
-    /// Score the sample against what was predicted, then (if `learn`) learn
-    /// from it. `value` must be finite (callers validate input).
-    pub fn step(&mut self, _timestamp: NaiveDateTime, value: f64, learn: bool) -> Output {
-        debug_assert!(value.is_finite());
-        self.steps += 1;
-        Output {
-            step: self.steps,
-            raw_anomaly: 0.0,
-            likelihood: 0.5,
-            log_likelihood: 0.0301,
-            anomaly_score: 0.0301,
-            prediction: Some(Prediction {
-                value,
-                probability: 1.0,
-            }),
-            learned: learn,
+    /// Encode → SP → TM; returns the raw anomaly.
+    fn compute(&mut self, timestamp: NaiveDateTime, value: f64, learn: bool) -> f64 {
+        self.rdse.encode(value, &mut self.value_bits);
+        self.date.encode(timestamp, &mut self.date_bits);
+        self.input.concat_into(&[&self.value_bits, &self.date_bits]);
+        self.sp.compute(&self.input, learn, &mut self.active_columns);
+        self.tm.compute(&self.active_columns, learn);
+        self.bursting_columns = self.tm.bursting_columns_of_last_compute();
+        f64::from(self.tm.anomaly())
+    }
+
+    fn category_for(&mut self, value: f64) -> u32 {
+        let key = (value / self.bucket_width).floor() as i64;
+        match self.bucket_keys.iter().position(|&k| k == key) {
+            Some(i) => i as u32,
+            None => {
+                self.bucket_keys.push(key);
+                (self.bucket_keys.len() - 1) as u32
+            }
         }
     }
 
-    /// Start of a new sequence: forget the previous sample's context.
-    pub fn reset(&mut self) {}
+    /// Forecast from the current active cells, then (if `learn`) teach the
+    /// predictor that `value` followed the patterns of earlier steps.
+    fn predict_and_learn(&mut self, record: u64, value: f64, learn: bool) -> Option<Prediction> {
+        let first_step = self.predictor.steps()[0];
+        let prediction = {
+            self.predictor.infer(self.tm.active_cells()).for_each(drop);
+            let pdf = self.predictor.pdf(first_step).unwrap_or(&[]);
+            pdf.iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
+                .filter(|(_, &p)| p > 0.0)
+                .map(|(category, &probability)| (category, probability))
+        };
+        let prediction = prediction.and_then(|(category, probability)| {
+            self.bucket_keys.get(category).map(|&key| Prediction {
+                value: (key as f64 + 0.5) * self.bucket_width,
+                probability,
+            })
+        });
+        if learn {
+            let category = self.category_for(value);
+            self.predictor
+                .learn(record, self.tm.active_cells(), &[category])
+                .expect("record numbers only increase");
+        }
+        prediction
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.sp.memory_bytes()
+            + self.tm.memory_bytes()
+            + self.predictor.memory_bytes()
+            + self.bucket_keys.capacity() * 8
+            + (self.value_bits.count() + self.date_bits.count() + self.input.count()) * 4
+    }
+}
+
+impl Model {
+    /// Build a model; fails if a parameter is invalid, naming it.
+    pub fn new(params: ModelParams) -> Result<Model, ParamsError> {
+        let likelihood = AnomalyLikelihood::new(params.likelihood.clone())
+            .map_err(|e| prefixed("likelihood", None, e))?;
+        let calibration = Calibration::new(&params.value_encoder)?;
+        let pipeline = match params.value_encoder.resolution {
+            Some(resolution) => Some(Pipeline::build(&params, resolution)?),
+            None => {
+                // Validate every other part now, with a stand-in resolution,
+                // so a bad parameter is reported at creation, not later.
+                Pipeline::build(&params, 1.0)?;
+                None
+            }
+        };
+        let spatial = &params.spatial_anomaly;
+        if !(spatial.tolerance.is_finite() && spatial.tolerance >= 0.0) {
+            return Err(ParamsError::new(
+                "spatial_anomaly.tolerance",
+                "must be a finite number >= 0",
+            ));
+        }
+        Ok(Model {
+            params,
+            pipeline,
+            calibration,
+            likelihood,
+            seen_min: f64::INFINITY,
+            seen_max: f64::NEG_INFINITY,
+            steps: 0,
+        })
+    }
+
+    /// Score the sample against what was predicted, then (if `learn`) learn
+    /// from it. `value` must be finite: callers validate input.
+    pub fn step(&mut self, timestamp: NaiveDateTime, value: f64, learn: bool) -> Output {
+        debug_assert!(value.is_finite(), "Model::step needs a finite value");
+        self.steps += 1;
+        let spatial = self.spatial_anomaly(value);
+
+        let (raw, prediction, learned) = if self.pipeline.is_some() {
+            self.run_pipeline(timestamp, value, learn)
+        } else {
+            self.calibrate(timestamp, value, learn)
+        };
+
+        let likelihood = self.likelihood.compute(value, raw);
+        let log_likelihood = log_likelihood(likelihood);
+        let scoring = self.likelihood.iteration() > u64::from(self.likelihood_probation());
+        let anomaly_score = if spatial && scoring {
+            1.0
+        } else {
+            log_likelihood
+        };
+        Output {
+            step: self.steps,
+            raw_anomaly: raw,
+            likelihood,
+            log_likelihood,
+            anomaly_score,
+            prediction,
+            learned,
+        }
+    }
+
+    fn run_pipeline(
+        &mut self,
+        timestamp: NaiveDateTime,
+        value: f64,
+        learn: bool,
+    ) -> (f64, Option<Prediction>, bool) {
+        let pipeline = self.pipeline.as_mut().expect("pipeline built");
+        let raw = pipeline.compute(timestamp, value, learn);
+        let prediction = pipeline.predict_and_learn(self.steps, value, learn);
+        (raw, prediction, learn)
+    }
+
+    /// Gather samples until the resolution can be fixed; then build the
+    /// pipeline and feed it the gathered samples in order.
+    fn calibrate(
+        &mut self,
+        timestamp: NaiveDateTime,
+        value: f64,
+        learn: bool,
+    ) -> (f64, Option<Prediction>, bool) {
+        let Some(resolution) = self.calibration.push(timestamp, value, learn) else {
+            return (0.0, None, false);
+        };
+        let mut pipeline =
+            Pipeline::build(&self.params, resolution).expect("parameters validated in new()");
+        let gathered = self.calibration.take_samples();
+        let first_record = self.steps + 1 - gathered.len() as u64;
+        let mut last = (0.0, None);
+        for (i, sample) in gathered.iter().enumerate() {
+            let raw = pipeline.compute(sample.timestamp, sample.value, sample.learn);
+            let prediction =
+                pipeline.predict_and_learn(first_record + i as u64, sample.value, sample.learn);
+            last = (raw, prediction);
+        }
+        self.pipeline = Some(pipeline);
+        (last.0, last.1, learn)
+    }
+
+    /// NAB's spatial rule, checked before the extremes are updated.
+    fn spatial_anomaly(&mut self, value: f64) -> bool {
+        let rule = &self.params.spatial_anomaly;
+        let mut fired = false;
+        if rule.enabled && self.seen_min < self.seen_max {
+            let margin = rule.tolerance * (self.seen_max - self.seen_min);
+            fired = value > self.seen_max + margin || value < self.seen_min - margin;
+        }
+        self.seen_min = self.seen_min.min(value);
+        self.seen_max = self.seen_max.max(value);
+        fired
+    }
+
+    fn likelihood_probation(&self) -> u32 {
+        self.params.likelihood.learning_period + self.params.likelihood.estimation_samples
+    }
+
+    /// Start of a new sequence: the next sample is not predicted from the
+    /// previous one.
+    pub fn reset(&mut self) {
+        if let Some(p) = self.pipeline.as_mut() {
+            p.tm.reset();
+            p.predictor.reset();
+        }
+    }
 
     /// The parameters this model was built with.
     pub fn params(&self) -> &ModelParams {
@@ -171,8 +369,29 @@ impl Model {
         self.steps
     }
 
+    /// The value encoder's resolution, once known.
+    pub fn resolution(&self) -> Option<f64> {
+        self.pipeline
+            .as_ref()
+            .map(|p| f64::from(p.rdse.resolution()))
+    }
+
+    /// Internals of the last step (`None` while calibrating).
+    pub fn internals(&self) -> Option<StepInternals<'_>> {
+        self.pipeline.as_ref().map(|p| StepInternals {
+            input: &p.input,
+            active_columns: &p.active_columns,
+            bursting_columns: p.bursting_columns,
+            segments: p.tm.num_segments(),
+            synapses: p.tm.num_synapses(),
+        })
+    }
+
     /// Approximate heap memory held by the model, in bytes.
     pub fn memory_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
+            + self.pipeline.as_ref().map_or(0, Pipeline::memory_bytes)
+            + self.likelihood.memory_bytes()
+            + self.calibration.memory_bytes()
     }
 }

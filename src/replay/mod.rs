@@ -1,2 +1,4 @@
 //! Replaying a CSV series through a model (the `replay` command).
+
+pub mod run;
 pub mod series;

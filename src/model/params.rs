@@ -1,0 +1,297 @@
+//! `ModelParams`: every parameter of one stream's pipeline, and the named
+//! presets.
+//!
+//! Presets:
+//! - `hotgym` — htm.core's hot-gym example (reference §8.1) with fixed seeds
+//!   (RDSE 42, SP 1, TM 42), so a run can be compared with htm.core's.
+//! - `nab` — NuPIC's NAB detector (reference §8.3) mapped onto this engine;
+//!   see `docs/presets.md` for every choice.
+//! - `default` — what the service gives a new stream; see `docs/presets.md`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::htm::anomaly_likelihood::AnomalyLikelihoodParams;
+use crate::htm::date_encoder::DateEncoderParams;
+use crate::htm::spatial_pooler::SpatialPoolerParams;
+use crate::htm::temporal_memory::TemporalMemoryParams;
+
+/// A parameter that failed validation, named by its dotted path
+/// (e.g. `tm.cells_per_column`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid parameter `{field}`: {message}")]
+pub struct ParamsError {
+    /// Dotted path of the offending field, as it appears in the JSON form.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ParamsError {
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The value encoder: an RDSE whose bucket width is given, derived from an
+/// expected range, or calibrated online from the first samples.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValueEncoderParams {
+    /// Output width in bits.
+    pub size: u32,
+    /// Hash draws per value (≈ active bits).
+    pub active_bits: u32,
+    /// Hash seed (never 0: models must be reproducible).
+    pub seed: u32,
+    /// Bucket width. `None`: calibrated online (see `calibration_samples`).
+    pub resolution: Option<f64>,
+    /// Buckets spanning the (padded) range when the resolution comes from a
+    /// range: NuPIC's NAB rule uses 130.
+    pub range_buckets: f64,
+    /// Padding added on each side of a range, as a fraction of it (NuPIC: 0.2).
+    pub range_padding: f64,
+    /// Smallest resolution a range may give (NuPIC: 0.001).
+    pub min_resolution: f64,
+    /// Online calibration: samples gathered before the resolution is fixed
+    /// from their range (they are then learned in order, nothing is lost).
+    pub calibration_samples: u32,
+}
+
+impl Default for ValueEncoderParams {
+    fn default() -> Self {
+        Self {
+            size: 400,
+            active_bits: 21,
+            seed: 42,
+            resolution: None,
+            range_buckets: 130.0,
+            range_padding: 0.2,
+            min_resolution: 0.001,
+            calibration_samples: 100,
+        }
+    }
+}
+
+impl ValueEncoderParams {
+    /// The bucket width NuPIC's NAB detector derives from a value range.
+    pub fn resolution_for_range(&self, min: f64, max: f64) -> f64 {
+        let span = (max - min).abs() * (1.0 + 2.0 * self.range_padding);
+        (span / self.range_buckets).max(self.min_resolution)
+    }
+}
+
+/// The next-value predictor (multi-step SDR classifier).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PredictorParams {
+    /// Horizons in samples; the model reports the first one.
+    pub steps: Vec<u32>,
+    /// Learning rate.
+    pub alpha: f64,
+    /// Bucket width of predicted values; `None` = the value encoder's.
+    pub resolution: Option<f64>,
+}
+
+impl Default for PredictorParams {
+    fn default() -> Self {
+        Self {
+            steps: vec![1],
+            alpha: 0.1,
+            resolution: None,
+        }
+    }
+}
+
+/// NAB's "spatial anomaly" rule: a value outside the range seen so far,
+/// widened by `tolerance` of that range on both sides, scores 1.0.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpatialAnomalyParams {
+    pub enabled: bool,
+    pub tolerance: f64,
+}
+
+impl Default for SpatialAnomalyParams {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            tolerance: 0.05,
+        }
+    }
+}
+
+/// All parameters of a model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelParams {
+    pub value_encoder: ValueEncoderParams,
+    pub date_encoder: DateEncoderParams,
+    pub sp: SpatialPoolerParams,
+    pub tm: TemporalMemoryParams,
+    pub likelihood: AnomalyLikelihoodParams,
+    pub predictor: PredictorParams,
+    pub spatial_anomaly: SpatialAnomalyParams,
+}
+
+impl Default for ModelParams {
+    fn default() -> Self {
+        Self::default_preset()
+    }
+}
+
+impl ModelParams {
+    /// Names accepted by [`ModelParams::preset`].
+    pub const PRESETS: &'static [&'static str] = &["default", "nab", "hotgym"];
+
+    /// The named preset, or `None` for an unknown name.
+    pub fn preset(name: &str) -> Option<ModelParams> {
+        match name {
+            "default" => Some(Self::default_preset()),
+            "nab" => Some(Self::nab()),
+            "hotgym" => Some(Self::hotgym()),
+            _ => None,
+        }
+    }
+
+    /// htm.core's hot-gym example (reference §8.1), seeds fixed.
+    pub fn hotgym() -> ModelParams {
+        let input_width = 700 + 720 + 42;
+        ModelParams {
+            value_encoder: ValueEncoderParams {
+                size: 700,
+                active_bits: 14, // sparsity 0.02 of 700
+                seed: 42,
+                resolution: Some(0.88),
+                ..ValueEncoderParams::default()
+            },
+            date_encoder: DateEncoderParams {
+                time_of_day_width: 30,
+                time_of_day_radius: 1.0,
+                weekend_width: 21,
+                ..DateEncoderParams::default()
+            },
+            sp: SpatialPoolerParams {
+                column_dimensions: vec![1638],
+                potential_radius: input_width,
+                potential_pct: 0.85,
+                global_inhibition: true,
+                local_area_density: 0.043_956_043_956_043_96,
+                num_active_columns_per_inh_area: 0,
+                stimulus_threshold: 0,
+                syn_perm_inactive_dec: 0.006,
+                syn_perm_active_inc: 0.04,
+                syn_perm_connected: 0.14,
+                min_pct_overlap_duty_cycles: 0.001,
+                duty_cycle_period: 1000,
+                boost_strength: 3.0,
+                seed: 1,
+                wrap_around: true,
+            },
+            tm: TemporalMemoryParams {
+                cells_per_column: 13,
+                activation_threshold: 17,
+                initial_permanence: 0.21,
+                connected_permanence: 0.14,
+                min_threshold: 10,
+                max_new_synapse_count: 32,
+                permanence_increment: 0.1,
+                permanence_decrement: 0.1,
+                predicted_segment_decrement: 0.0,
+                seed: 42,
+                max_segments_per_cell: 128,
+                max_synapses_per_segment: 64,
+            },
+            likelihood: AnomalyLikelihoodParams::default(),
+            predictor: PredictorParams {
+                steps: vec![1, 5],
+                alpha: 0.1,
+                resolution: Some(1.0),
+            },
+            spatial_anomaly: SpatialAnomalyParams::default(),
+        }
+    }
+
+    /// NuPIC's NAB detector (reference §8.3) on this engine.
+    pub fn nab() -> ModelParams {
+        let input_width = 400 + 54;
+        ModelParams {
+            value_encoder: ValueEncoderParams::default(),
+            date_encoder: DateEncoderParams {
+                time_of_day_width: 21,
+                time_of_day_radius: 9.49,
+                ..DateEncoderParams::default()
+            },
+            sp: SpatialPoolerParams {
+                column_dimensions: vec![2048],
+                potential_radius: input_width,
+                potential_pct: 0.8,
+                global_inhibition: true,
+                local_area_density: 0.0,
+                num_active_columns_per_inh_area: 40,
+                stimulus_threshold: 0,
+                syn_perm_inactive_dec: 0.0005,
+                syn_perm_active_inc: 0.003,
+                syn_perm_connected: 0.2,
+                min_pct_overlap_duty_cycles: 0.001,
+                duty_cycle_period: 1000,
+                boost_strength: 0.0,
+                seed: 1956,
+                wrap_around: true,
+            },
+            tm: TemporalMemoryParams {
+                cells_per_column: 32,
+                activation_threshold: 13,
+                initial_permanence: 0.21,
+                connected_permanence: 0.5,
+                min_threshold: 10,
+                max_new_synapse_count: 20,
+                permanence_increment: 0.1,
+                permanence_decrement: 0.1,
+                predicted_segment_decrement: 0.0,
+                seed: 1960,
+                max_segments_per_cell: 128,
+                max_synapses_per_segment: 32,
+            },
+            likelihood: AnomalyLikelihoodParams::for_probationary_period(750),
+            predictor: PredictorParams {
+                steps: vec![1],
+                alpha: 0.035_828_933_612_158,
+                resolution: None,
+            },
+            spatial_anomaly: SpatialAnomalyParams::default(),
+        }
+    }
+
+    /// The service's preset for a new stream: the `nab` pipeline with the
+    /// value range calibrated online (nothing known in advance).
+    pub fn default_preset() -> ModelParams {
+        ModelParams::nab()
+    }
+
+    /// Derive the value encoder's resolution from the expected value range
+    /// (NuPIC's NAB rule: the range padded by `range_padding` on each side,
+    /// split into `range_buckets` buckets, at least `min_resolution`).
+    pub fn set_value_range(&mut self, min: f64, max: f64) {
+        self.value_encoder.resolution = Some(self.value_encoder.resolution_for_range(min, max));
+    }
+
+    /// Let the anomaly likelihood learn for `rows` samples before it scores
+    /// (NAB's probationary period: learning `rows/2`, estimation the rest).
+    pub fn set_probationary_period(&mut self, rows: u32) {
+        self.likelihood = AnomalyLikelihoodParams {
+            historic_window_size: self.likelihood.historic_window_size,
+            reestimation_period: self.likelihood.reestimation_period,
+            averaging_window: self.likelihood.averaging_window,
+            ..AnomalyLikelihoodParams::for_probationary_period(rows)
+        };
+    }
+
+    /// Check every parameter by building the model's parts; the error names
+    /// the first bad field.
+    pub fn validate(&self) -> Result<(), ParamsError> {
+        super::Model::new(self.clone()).map(|_| ())
+    }
+}
