@@ -88,7 +88,15 @@ mod tests {
         assert_eq!(cli.nab.jobs, None);
         assert!(!cli.nab.no_progress);
         let cli = Cli::try_parse_from([
-            "x", "--data", "d", "--labels", "l", "--mode", "streaming", "--jobs", "3",
+            "x",
+            "--data",
+            "d",
+            "--labels",
+            "l",
+            "--mode",
+            "streaming",
+            "--jobs",
+            "3",
             "--no-progress",
         ])
         .unwrap();

@@ -202,7 +202,9 @@ fn open_csv(path: &Path) -> Result<csv::Reader<std::fs::File>, NabError> {
         path: path.to_path_buf(),
         source,
     })?;
-    Ok(csv::ReaderBuilder::new().has_headers(true).from_reader(file))
+    Ok(csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(file))
 }
 
 fn csv_error(path: &Path, source: csv::Error) -> NabError {
@@ -308,7 +310,10 @@ mod tests {
     fn relative_names_use_forward_slashes() {
         let root = Path::new("/data");
         let path = Path::new("/data/realTweets/Twitter_volume_FB.csv");
-        assert_eq!(relative_name(root, path), "realTweets/Twitter_volume_FB.csv");
+        assert_eq!(
+            relative_name(root, path),
+            "realTweets/Twitter_volume_FB.csv"
+        );
     }
 
     #[test]

@@ -172,7 +172,10 @@ pub fn score_results_dir(
 
 /// The windows of each named file, in order; a file without a label entry
 /// is an error, a label entry without a file a warning.
-fn match_labels(names: &[&str], labels: &Labels) -> Result<(Vec<Vec<Window>>, Vec<String>), NabError> {
+fn match_labels(
+    names: &[&str],
+    labels: &Labels,
+) -> Result<(Vec<Vec<Window>>, Vec<String>), NabError> {
     let windows = names
         .iter()
         .map(|&name| {
@@ -191,22 +194,14 @@ fn match_labels(names: &[&str], labels: &Labels) -> Result<(Vec<Vec<Window>>, Ve
         .windows
         .keys()
         .filter(|k| !present.contains(k.as_str()))
-        .map(|k| {
-            format!(
-                "{}: `{k}` has no data file; ignored",
-                labels.path.display()
-            )
-        })
+        .map(|k| format!("{}: `{k}` has no data file; ignored", labels.path.display()))
         .collect();
     Ok((windows, warnings))
 }
 
 /// The detector name becomes a directory and a file-name prefix.
 fn check_detector_name(name: &str) -> Result<(), NabError> {
-    let ok = !name.is_empty()
-        && name != "."
-        && name != ".."
-        && !name.contains(['/', '\\', '\0']);
+    let ok = !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0']);
     if ok {
         Ok(())
     } else {
@@ -387,8 +382,15 @@ mod tests {
 
     #[test]
     fn results_path_follows_nab_layout() {
-        let p = results_path(Path::new("out/det"), "det", "realTweets/Twitter_volume_FB.csv");
-        assert_eq!(p, PathBuf::from("out/det/realTweets/det_Twitter_volume_FB.csv"));
+        let p = results_path(
+            Path::new("out/det"),
+            "det",
+            "realTweets/Twitter_volume_FB.csv",
+        );
+        assert_eq!(
+            p,
+            PathBuf::from("out/det/realTweets/det_Twitter_volume_FB.csv")
+        );
         let flat = results_path(Path::new("out/det"), "det", "x.csv");
         assert_eq!(flat, PathBuf::from("out/det/det_x.csv"));
         assert_eq!(
@@ -411,10 +413,16 @@ mod tests {
 
     #[test]
     fn pool_keeps_item_order_and_reports_first_error() {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
         let items: Vec<u32> = (0..20).collect();
         let out = in_pool(&pool, &items, |i, &x| Ok((i, x * 2))).unwrap();
-        assert_eq!(out, (0..20).map(|x| (x as usize, x * 2)).collect::<Vec<_>>());
+        assert_eq!(
+            out,
+            (0..20).map(|x| (x as usize, x * 2)).collect::<Vec<_>>()
+        );
         let err = in_pool(&pool, &items, |_, &x| {
             if x % 7 == 3 {
                 Err(NabError::Argument(format!("item {x}")))
