@@ -28,7 +28,7 @@ use super::corpus::{
     DataFileRef, Labels,
 };
 use super::report::{NabReport, ScoreReport};
-use super::scorer::{probationary_period, score_files, ScoredFile, Window};
+use super::scorer::{probationary_period, score_files, FileGeometry, ScoredFile, Window};
 use super::NabError;
 use crate::model::{Model, ModelParams};
 
@@ -46,8 +46,8 @@ pub const RESULTS_HEADER: [&str; 6] = [
 const PROGRESS_STEP: u64 = 512;
 
 /// Run `args.detector` over every data file, write the results and score
-/// them. Files are read and checked first, so a bad file fails the run
-/// before any model runs.
+/// them. Files and their windows are read and checked first, so a bad file
+/// or label fails the run before any model runs.
 pub fn run(args: &NabArgs) -> Result<NabReport, NabError> {
     check_detector_name(&args.detector)?;
     let params = ModelParams::preset(&args.preset).ok_or_else(|| {
@@ -74,6 +74,10 @@ pub fn run(args: &NabArgs) -> Result<NabReport, NabError> {
 
     let start = Instant::now();
     let data: Vec<DataFile> = in_pool(&pool, &refs, |_, r: &DataFileRef| read_data_file(r))?;
+    // Windows that do not fit their file fail the run before models run.
+    for (file, windows) in data.iter().zip(&windows) {
+        FileGeometry::new(&file.name, &file.timestamps, windows)?;
+    }
     let rows: u64 = data.iter().map(|f| f.len() as u64).sum();
     let bar = progress_bar(rows, args.no_progress);
     // Largest files first, so the last file to finish is a short one.
@@ -258,7 +262,7 @@ fn progress_bar(rows: u64, disabled: bool) -> ProgressBar {
     }
     let bar = ProgressBar::with_draw_target(Some(rows), ProgressDrawTarget::stderr());
     if let Ok(style) = ProgressStyle::with_template(
-        "nab {bar:40} {human_pos}/{human_len} rows  {per_sec}  eta {eta}",
+        "nab {bar:40} {human_pos}/{human_len} rows  {elapsed_precise}  eta {eta}",
     ) {
         bar.set_style(style);
     }

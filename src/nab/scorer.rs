@@ -1077,6 +1077,20 @@ mod tests {
     }
 
     #[test]
+    fn corpus_without_windows_has_no_normalized_score() {
+        let f = file("B.csv", 300, &[], &[(200, 0.9)]);
+        let c = score_files(&[f]).unwrap();
+        for p in &c.profiles {
+            assert_eq!(p.threshold, NO_DETECTION_THRESHOLD);
+            assert_eq!((p.raw, p.null_raw, p.perfect_raw), (0.0, 0.0, 0.0));
+            assert!(p.normalized.is_nan());
+        }
+        assert!(c
+            .to_string()
+            .ends_with("NAB standard=NaN low_fp=NaN low_fn=NaN\n"));
+    }
+
+    #[test]
     fn nothing_detected_scores_minus_fn_per_scorable_window() {
         let f = file("A.csv", 1000, &[(50, 99), (300, 349), (600, 699)], &[]);
         let g = geometry(&f);
