@@ -246,6 +246,10 @@ fn window_edge_missing_from_the_file_is_an_error() {
         err.contains("catA/a.csv") && err.contains("end timestamp"),
         "{err}"
     );
+    assert!(
+        !root.join("results").exists(),
+        "nothing runs before the check"
+    );
 }
 
 #[test]
