@@ -19,7 +19,11 @@ use htm_stream::replay::run::{
 use htm_stream::replay::series::{read_series, SeriesFormat};
 
 #[derive(Parser, Debug)]
-#[command(name = "htm-stream", version, about = "Streaming anomaly detection with HTM")]
+#[command(
+    name = "htm-stream",
+    version,
+    about = "Streaming anomaly detection with HTM"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -29,6 +33,10 @@ struct Cli {
 enum Command {
     /// Run a CSV series through one model and report how it learned.
     Replay(ReplayArgs),
+    /// Run the detector over NAB data and score it as NAB does.
+    Nab(htm_stream::nab::NabArgs),
+    /// Score existing NAB results files (any detector's) against the labels.
+    NabScore(htm_stream::nab::NabScoreArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -72,6 +80,8 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Replay(args) => run_replay(args)?,
+        Command::Nab(args) => print!("{}", htm_stream::nab::run(&args)?),
+        Command::NabScore(args) => print!("{}", htm_stream::nab::score(&args)?),
     }
     Ok(())
 }
@@ -130,7 +140,11 @@ fn run_replay(args: ReplayArgs) -> Result<()> {
         let result = out
             .as_mut()
             .map_or(Ok(()), |w| write_out_row(w, record))
-            .and_then(|()| trace.as_mut().map_or(Ok(()), |w| write_trace_row(w, record)));
+            .and_then(|()| {
+                trace
+                    .as_mut()
+                    .map_or(Ok(()), |w| write_trace_row(w, record))
+            });
         if let Err(e) = result {
             io_error = Some(e);
         }

@@ -176,7 +176,8 @@ impl Pipeline {
         self.rdse.encode(value, &mut self.value_bits);
         self.date.encode(timestamp, &mut self.date_bits);
         self.input.concat_into(&[&self.value_bits, &self.date_bits]);
-        self.sp.compute(&self.input, learn, &mut self.active_columns);
+        self.sp
+            .compute(&self.input, learn, &mut self.active_columns);
         self.tm.compute(&self.active_columns, learn);
         self.bursting_columns = self.tm.bursting_columns_of_last_compute();
         f64::from(self.tm.anomaly())

@@ -116,9 +116,11 @@ pub fn replay(
 ) -> Result<ReplaySummary, ParamsError> {
     let mut params = options.params.clone();
     if options.mode == RangeMode::Conformant && params.value_encoder.resolution.is_none() {
-        let (min, max) = samples.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), s| {
-            (lo.min(s.value), hi.max(s.value))
-        });
+        let (min, max) = samples
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), s| {
+                (lo.min(s.value), hi.max(s.value))
+            });
         params.set_value_range(min, max);
     }
     if options.mode == RangeMode::Conformant {
@@ -165,8 +167,7 @@ pub fn replay(
                 predicted: forecast,
                 bursting_fraction,
                 input_bits: internals.map_or_else(Vec::new, |i| i.input.indices().to_vec()),
-                sp_active: internals
-                    .map_or_else(Vec::new, |i| i.active_columns.indices().to_vec()),
+                sp_active: internals.map_or_else(Vec::new, |i| i.active_columns.indices().to_vec()),
                 tm_segments: internals.map_or(0, |i| i.segments),
                 tm_synapses: internals.map_or(0, |i| i.synapses),
                 step_nanos: elapsed,

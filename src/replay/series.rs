@@ -60,20 +60,21 @@ pub fn read_series(path: &Path, format: SeriesFormat) -> Result<Vec<Sample>, Ser
         path: path.to_owned(),
         source,
     })?;
-    parse_series(&text, format).map_err(|(line, message)| SeriesError::Row {
-        path: path.to_owned(),
-        line,
-        message,
-    })
-    .and_then(|samples| {
-        if samples.is_empty() {
-            Err(SeriesError::Empty {
-                path: path.to_owned(),
-            })
-        } else {
-            Ok(samples)
-        }
-    })
+    parse_series(&text, format)
+        .map_err(|(line, message)| SeriesError::Row {
+            path: path.to_owned(),
+            line,
+            message,
+        })
+        .and_then(|samples| {
+            if samples.is_empty() {
+                Err(SeriesError::Empty {
+                    path: path.to_owned(),
+                })
+            } else {
+                Ok(samples)
+            }
+        })
 }
 
 /// Parse series text; errors are `(line, message)`.
@@ -140,9 +141,13 @@ fn detect(lines: &[&str]) -> SeriesFormat {
 fn parse_timestamp(text: &str, format: SeriesFormat) -> Option<NaiveDateTime> {
     match format {
         SeriesFormat::Nupic => NaiveDateTime::parse_from_str(text, "%m/%d/%y %H:%M").ok(),
-        _ => ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M"]
-            .iter()
-            .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok()),
+        _ => [
+            "%Y-%m-%d %H:%M:%S%.f",
+            "%Y-%m-%dT%H:%M:%S%.f",
+            "%Y-%m-%d %H:%M",
+        ]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok()),
     }
 }
 
@@ -178,7 +183,11 @@ mod tests {
     #[test]
     fn rejects_bad_rows_naming_the_line() {
         let bad = [
-            ("timestamp,value\n2014-07-01 00:00:00,1\nnot a date,2\n", 3, "timestamp"),
+            (
+                "timestamp,value\n2014-07-01 00:00:00,1\nnot a date,2\n",
+                3,
+                "timestamp",
+            ),
             ("timestamp,value\n2014-07-01 00:00:00,abc\n", 2, "value"),
             ("timestamp,value\n2014-07-01 00:00:00,NaN\n", 2, "finite"),
             ("timestamp,value\n2014-07-01 00:00:00,inf\n", 2, "finite"),
