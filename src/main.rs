@@ -74,14 +74,30 @@ struct ReplayArgs {
     /// Hide the progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// Override a model parameter of the preset, e.g. `--set tm.activation_threshold=12`
+    /// (repeatable; values are JSON).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Replay(args) => run_replay(args)?,
-        Command::Nab(args) => print!("{}", htm_stream::nab::run(&args)?),
-        Command::NabScore(args) => print!("{}", htm_stream::nab::score(&args)?),
+        Command::Nab(args) => {
+            let report = htm_stream::nab::run(&args)?;
+            if args.per_file {
+                print!("{}", report.score.per_file_table("standard"));
+            }
+            print!("{report}");
+        }
+        Command::NabScore(args) => {
+            let report = htm_stream::nab::score(&args)?;
+            if args.per_file {
+                print!("{}", report.score.per_file_table("standard"));
+            }
+            print!("{report}");
+        }
     }
     Ok(())
 }
@@ -99,6 +115,7 @@ fn run_replay(args: ReplayArgs) -> Result<()> {
             ModelParams::PRESETS.join(", ")
         );
     };
+    params = params.with_assignments(&args.set)?;
     if let Some(seed) = args.seed {
         params.value_encoder.seed = seed;
         params.sp.seed = seed;

@@ -295,3 +295,84 @@ impl ModelParams {
         super::Model::new(self.clone()).map(|_| ())
     }
 }
+
+impl ModelParams {
+    /// These parameters with `overrides` (a JSON object shaped like
+    /// `ModelParams`, any subset of fields) merged in, then validated. An
+    /// unknown field or a bad value is an error naming it.
+    pub fn with_overrides(&self, overrides: &serde_json::Value) -> Result<ModelParams, ParamsError> {
+        let mut merged = serde_json::to_value(self).expect("parameters serialize");
+        merge_json(&mut merged, overrides, "")?;
+        let params: ModelParams = serde_json::from_value(merged)
+            .map_err(|e| ParamsError::new(field_of_serde_error(&e.to_string()), e.to_string()))?;
+        params.validate()?;
+        Ok(params)
+    }
+
+    /// Apply `key=value` assignments such as `tm.activation_threshold=12`
+    /// or `predictor.steps=[1,5]` (values are JSON; bare words are strings).
+    pub fn with_assignments(&self, assignments: &[String]) -> Result<ModelParams, ParamsError> {
+        let mut overrides = serde_json::Value::Object(Default::default());
+        for assignment in assignments {
+            let (path, value) = assignment.split_once('=').ok_or_else(|| {
+                ParamsError::new(assignment.clone(), "expected KEY=VALUE, e.g. tm.seed=7")
+            })?;
+            let value: serde_json::Value = serde_json::from_str(value)
+                .unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
+            let mut node = &mut overrides;
+            let parts: Vec<&str> = path.split('.').collect();
+            for (i, part) in parts.iter().enumerate() {
+                let object = node.as_object_mut().expect("built as objects");
+                if i + 1 == parts.len() {
+                    object.insert((*part).to_owned(), value.clone());
+                    break;
+                }
+                node = object
+                    .entry((*part).to_owned())
+                    .or_insert_with(|| serde_json::Value::Object(Default::default()));
+                if !node.is_object() {
+                    return Err(ParamsError::new(path, "is set twice, as a value and as a group"));
+                }
+            }
+        }
+        self.with_overrides(&overrides)
+    }
+}
+
+/// Deep-merge `patch` into `base`; objects merge key by key, anything else
+/// replaces. A key the base does not have is an unknown parameter.
+fn merge_json(
+    base: &mut serde_json::Value,
+    patch: &serde_json::Value,
+    path: &str,
+) -> Result<(), ParamsError> {
+    let Some(patch_map) = patch.as_object() else {
+        *base = patch.clone();
+        return Ok(());
+    };
+    let Some(base_map) = base.as_object_mut() else {
+        return Err(ParamsError::new(path, "is a value, not a group of parameters"));
+    };
+    for (key, value) in patch_map {
+        let here = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
+        match base_map.get_mut(key) {
+            Some(slot) if slot.is_object() && value.is_object() => merge_json(slot, value, &here)?,
+            Some(slot) => *slot = value.clone(),
+            None => return Err(ParamsError::new(here, "unknown parameter")),
+        }
+    }
+    Ok(())
+}
+
+/// The field serde complains about, if its message names one
+/// (`` invalid type: ... for `x` `` style messages do not).
+fn field_of_serde_error(message: &str) -> String {
+    message
+        .split('`')
+        .nth(1)
+        .map_or_else(|| "params".to_owned(), str::to_owned)
+}

@@ -51,6 +51,13 @@ pub struct NabArgs {
     /// Do not show the progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Override a model parameter of the preset, e.g. `--set tm.activation_threshold=12`
+    /// (repeatable; values are JSON).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Also print each file's windows hit/missed, false positives and points lost.
+    #[arg(long)]
+    pub per_file: bool,
 }
 
 /// Score existing NAB results files (ours or another detector's).
@@ -65,6 +72,9 @@ pub struct NabScoreArgs {
     /// Detector whose results are scored.
     #[arg(long, default_value = "htmstream")]
     pub detector: String,
+    /// Also print each file's windows hit/missed, false positives and points lost.
+    #[arg(long)]
+    pub per_file: bool,
 }
 
 #[cfg(test)]

@@ -118,3 +118,33 @@ fn write_scores(f: &mut fmt::Formatter<'_>, score: &CorpusScore) -> fmt::Result 
     }
     writeln!(f)
 }
+
+impl CorpusScore {
+    /// Per-file table for one profile: windows hit/missed, false-positive
+    /// rows, raw score, and the normalized points the file loses against a
+    /// perfect detector (the per-file parts add up to `100 - score`).
+    pub fn per_file_table(&self, profile: &str) -> String {
+        let Some(p) = self.profile(profile) else {
+            return format!("no profile `{profile}`\n");
+        };
+        let span = p.perfect_raw - p.null_raw;
+        let mut out = format!(
+            "{:<55} {:>4} {:>4} {:>5} {:>9} {:>7}\n",
+            "file", "hit", "miss", "FP", "raw", "lost"
+        );
+        for file in &p.files {
+            let windows = (file.counts.windows_hit + file.counts.windows_missed) as f64;
+            let lost = 100.0 * (windows * p.profile.tp - file.score) / span;
+            out.push_str(&format!(
+                "{:<55} {:>4} {:>4} {:>5} {:>9.4} {:>7.2}\n",
+                file.name,
+                file.counts.windows_hit,
+                file.counts.windows_missed,
+                file.counts.fp_rows,
+                file.score,
+                lost
+            ));
+        }
+        out
+    }
+}

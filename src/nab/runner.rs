@@ -50,13 +50,16 @@ const PROGRESS_STEP: u64 = 512;
 /// or label fails the run before any model runs.
 pub fn run(args: &NabArgs) -> Result<NabReport, NabError> {
     check_detector_name(&args.detector)?;
-    let params = ModelParams::preset(&args.preset).ok_or_else(|| {
-        NabError::Argument(format!(
-            "unknown preset `{}` (known: {})",
-            args.preset,
-            ModelParams::PRESETS.join(", ")
-        ))
-    })?;
+    let params = ModelParams::preset(&args.preset)
+        .ok_or_else(|| {
+            NabError::Argument(format!(
+                "unknown preset `{}` (known: {})",
+                args.preset,
+                ModelParams::PRESETS.join(", ")
+            ))
+        })?
+        .with_assignments(&args.set)
+        .map_err(|e| NabError::Argument(e.to_string()))?;
     let jobs = match args.jobs {
         Some(0) => return Err(NabError::Argument("--jobs must be at least 1".into())),
         Some(n) => n,
