@@ -105,9 +105,9 @@ impl StreamState {
         })
     }
 
-    /// Check every sample, then step the model on each in order, appending
-    /// to `out`. On `Err` nothing changed.
-    pub fn apply(&mut self, samples: &[Sample], out: &mut Vec<Applied>) -> Result<(), Rejected> {
+    /// Check that `samples` may be applied (timestamps in order, none
+    /// earlier than the stream's last one) without changing anything.
+    pub fn check(&self, samples: &[Sample]) -> Result<(), Rejected> {
         let mut last = self.last_timestamp;
         for (index, s) in samples.iter().enumerate() {
             debug_assert!(s.value.is_finite());
@@ -122,6 +122,13 @@ impl StreamState {
             }
             last = Some(s.timestamp);
         }
+        Ok(())
+    }
+
+    /// Check every sample, then step the model on each in order, appending
+    /// to `out`. On `Err` nothing changed.
+    pub fn apply(&mut self, samples: &[Sample], out: &mut Vec<Applied>) -> Result<(), Rejected> {
+        self.check(samples)?;
         out.reserve(samples.len());
         for s in samples {
             let learn = s.learn.unwrap_or(self.config.learn);
