@@ -34,9 +34,10 @@ impl TestServer {
             "serve".to_string(),
             "--data-dir".into(),
             dir.display().to_string(),
-            "--checkpoint-interval-secs".into(),
-            "0".into(),
         ];
+        if !extra.contains(&"--checkpoint-interval-secs") {
+            argv.extend(["--checkpoint-interval-secs".into(), "0".into()]);
+        }
         argv.extend(extra.iter().map(|s| s.to_string()));
         let args = ServeArgs::try_parse_from(argv).expect("valid flags");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
