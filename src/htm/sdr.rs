@@ -60,11 +60,7 @@ impl Sdr {
         self.active.sort_unstable();
         self.active.dedup();
         if let Some(&last) = self.active.last() {
-            assert!(
-                last < self.size,
-                "SDR index {last} out of range {}",
-                self.size
-            );
+            assert!(last < self.size, "SDR index {last} out of range {}", self.size);
         }
     }
 
