@@ -1,0 +1,143 @@
+//! When checkpoints are written and read: loading every stream at start,
+//! writing changed streams every `--checkpoint-interval-secs`, on
+//! `POST /checkpoint` and at shutdown — always on blocking threads, never
+//! on the request path. The file format is `store::checkpoint`'s business.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::Json;
+use serde::Serialize;
+
+use crate::server::error::ApiError;
+use crate::server::AppState;
+use crate::store::data_dir::broken_stream;
+use crate::store::{CheckpointError, Saved, Slot, Stream};
+
+/// What one round of checkpointing did.
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    /// Checkpoint files written.
+    pub written: usize,
+    /// Bytes written.
+    pub bytes: usize,
+    /// Streams whose checkpoint could not be written, with the error.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Write the checkpoint of every stream that changed since its last one.
+/// Blocking: call from a blocking thread.
+pub fn save_changed(state: &AppState) -> Summary {
+    let mut summary = Summary::default();
+    for stream in state.registry.snapshot() {
+        if !stream.is_dirty() {
+            continue;
+        }
+        let start = Instant::now();
+        match state.data_dir.save(&stream) {
+            Ok(Saved::Written(n)) => {
+                state.metrics.checkpoint_written(start.elapsed());
+                summary.written += 1;
+                summary.bytes += n;
+            }
+            Ok(Saved::Nothing) => {}
+            Err(e) => {
+                state.metrics.checkpoint_failed();
+                tracing::error!(stream = %stream.id(), error = %e, "checkpoint write failed");
+                summary
+                    .failed
+                    .push((stream.id().to_string(), e.to_string()));
+            }
+        }
+    }
+    if summary.written > 0 || !summary.failed.is_empty() {
+        tracing::debug!(
+            written = summary.written,
+            bytes = summary.bytes,
+            failed = summary.failed.len(),
+            "checkpoints written"
+        );
+    }
+    summary
+}
+
+/// Load every checkpoint of the data directory into the registry.
+/// Unreadable ones are logged by name, counted, moved aside, and their
+/// streams answer 503 until deleted or recreated. Blocking.
+pub fn load(state: &AppState) -> Result<(), CheckpointError> {
+    let report = state.data_dir.load_all()?;
+    for (path, why) in &report.ignored {
+        tracing::warn!(file = %path.display(), reason = %why, "ignored file in data dir");
+    }
+    let loaded = report.loaded.len();
+    for st in report.loaded {
+        let id = st.id.clone();
+        let entry = Stream::new(id.clone(), Slot::Ready(Box::new(st)), true);
+        if let Err(e) = state.registry.get_or_create(&id, || entry) {
+            tracing::error!(stream = %id, error = %e, "checkpoint not loaded: stream limit reached");
+        }
+    }
+    for failure in &report.failed {
+        tracing::error!(
+            stream = %failure.id,
+            file = %failure.file.display(),
+            moved_to = %failure.moved_to.display(),
+            error = %failure.error,
+            "checkpoint unreadable; moved aside, stream answers 503 until deleted or recreated"
+        );
+        state.metrics.checkpoint_unreadable(&failure.id);
+        let _ = state
+            .registry
+            .get_or_create(&failure.id, || broken_stream(failure));
+    }
+    tracing::info!(
+        loaded,
+        unreadable = report.failed.len(),
+        dir = %state.data_dir.root().display(),
+        "checkpoints loaded"
+    );
+    Ok(())
+}
+
+/// Write changed checkpoints every `interval` until shutdown.
+pub async fn periodic(state: Arc<AppState>, interval: Duration) {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        if !state.is_ready() {
+            continue;
+        }
+        let worker = Arc::clone(&state);
+        if let Err(e) = tokio::task::spawn_blocking(move || save_changed(&worker)).await {
+            tracing::error!(error = %e, "periodic checkpoint task failed");
+        }
+    }
+}
+
+/// `POST /checkpoint`: write every changed checkpoint now.
+pub async fn post(State(state): State<Arc<AppState>>) -> Result<Json<Summary>, ApiError> {
+    state.ensure_ready()?;
+    let worker = Arc::clone(&state);
+    let summary = tokio::task::spawn_blocking(move || save_changed(&worker))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if summary.failed.is_empty() {
+        Ok(Json(summary))
+    } else {
+        Err(ApiError::Internal(format!(
+            "{} checkpoint(s) could not be written: {}",
+            summary.failed.len(),
+            summary
+                .failed
+                .iter()
+                .map(|(id, e)| format!("{id}: {e}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )))
+    }
+}

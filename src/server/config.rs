@@ -1,0 +1,180 @@
+//! `ServeArgs`: every setting of `htm-stream serve`, as command-line flags
+//! with an `HTM_*` environment variable each (clap), and the logging setup
+//! they select.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, ValueEnum};
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Settings of the service. Defaults are safe for a single machine.
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "HTM_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Directory of the checkpoint files (created if missing).
+    #[arg(long, env = "HTM_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Bearer token required on every endpoint but /healthz and /readyz.
+    /// No token: no authentication.
+    #[arg(long, env = "HTM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Largest request body or WebSocket message, in bytes.
+    #[arg(long, env = "HTM_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+
+    /// Most samples in one batch (JSON array, NDJSON body or WebSocket frame).
+    #[arg(long, env = "HTM_MAX_BATCH", default_value_t = 10_000)]
+    pub max_batch: usize,
+
+    /// Most streams held at once; creating one more answers 503.
+    #[arg(long, env = "HTM_MAX_STREAMS", default_value_t = 10_000)]
+    pub max_streams: usize,
+
+    /// Most ingest requests in progress at once over all streams; past it
+    /// the server answers 503 at once instead of queueing.
+    #[arg(long, env = "HTM_MAX_INFLIGHT", default_value_t = 2_048)]
+    pub max_inflight: usize,
+
+    /// Most ingest requests queued for one stream; past it that stream
+    /// answers 429, so a burst on one stream cannot starve the others.
+    #[arg(long, env = "HTM_MAX_STREAM_QUEUE", default_value_t = 64)]
+    pub max_stream_queue: usize,
+
+    /// Answer 404 to samples for unknown streams instead of creating them
+    /// (streams are then created with PUT only).
+    #[arg(long, env = "HTM_NO_AUTO_CREATE")]
+    pub no_auto_create: bool,
+
+    /// Preset of streams created by their first sample.
+    #[arg(long, env = "HTM_DEFAULT_PRESET", default_value = "default")]
+    pub default_preset: String,
+
+    /// Alert threshold (final score, log-likelihood scale) of streams
+    /// created by their first sample.
+    #[arg(long, env = "HTM_DEFAULT_THRESHOLD", default_value_t = crate::store::DEFAULT_THRESHOLD)]
+    pub default_threshold: f64,
+
+    /// Seconds between checkpoints of changed streams; 0 disables periodic
+    /// checkpoints (shutdown and POST /checkpoint still write them).
+    #[arg(long, env = "HTM_CHECKPOINT_INTERVAL_SECS", default_value_t = 60)]
+    pub checkpoint_interval_secs: u64,
+
+    /// Messages buffered for /feed subscribers; one that falls further
+    /// behind loses messages and is told how many.
+    #[arg(long, env = "HTM_FEED_CAPACITY", default_value_t = 1024)]
+    pub feed_capacity: usize,
+
+    /// Export per-stream sample and anomaly counters (label `stream`;
+    /// cardinality bounded by --max-streams).
+    #[arg(long, env = "HTM_PER_STREAM_METRICS")]
+    pub per_stream_metrics: bool,
+
+    /// Log format.
+    #[arg(long, env = "HTM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Parser)]
+#[command(name = "serve")]
+struct ServeCommand {
+    #[command(flatten)]
+    args: ServeArgs,
+}
+
+impl ServeArgs {
+    /// Parse settings from an argument list (first item: program name),
+    /// falling back to `HTM_*` variables and defaults. Used by tests and by
+    /// callers that do not embed `ServeArgs` in their own parser.
+    pub fn try_parse_from<I, T>(args: I) -> Result<ServeArgs, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        ServeCommand::try_parse_from(args).map(|c| c.args)
+    }
+
+    /// Check values clap cannot check alone.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("--max-body-bytes", self.max_body_bytes),
+            ("--max-batch", self.max_batch),
+            ("--max-streams", self.max_streams),
+            ("--max-inflight", self.max_inflight),
+            ("--max-stream-queue", self.max_stream_queue),
+            ("--feed-capacity", self.feed_capacity),
+        ];
+        if let Some((flag, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{flag} must be at least 1"));
+        }
+        if crate::model::ModelParams::preset(&self.default_preset).is_none() {
+            return Err(format!(
+                "--default-preset {:?} is not one of {}",
+                self.default_preset,
+                crate::model::ModelParams::PRESETS.join(", ")
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.default_threshold) {
+            return Err("--default-threshold must be in [0, 1]".into());
+        }
+        if self.token.as_deref() == Some("") {
+            return Err("--token must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+/// Install the global tracing subscriber (filter from `RUST_LOG`, default
+/// `info`). Does nothing if one is already installed.
+pub fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_the_two_script_flags() {
+        let a = ServeArgs::try_parse_from(["serve"]).unwrap();
+        assert!(a.validate().is_ok());
+        let a = ServeArgs::try_parse_from([
+            "serve",
+            "--listen",
+            "127.0.0.1:9999",
+            "--data-dir",
+            "/tmp/x",
+        ])
+        .unwrap();
+        assert_eq!(a.listen.port(), 9999);
+        assert_eq!(a.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn validate_rejects_zero_limits_and_unknown_preset() {
+        let mut a = ServeArgs::try_parse_from(["serve", "--max-batch", "0"]).unwrap();
+        assert!(a.validate().unwrap_err().contains("--max-batch"));
+        a.max_batch = 1;
+        a.default_preset = "nope".into();
+        assert!(a.validate().unwrap_err().contains("--default-preset"));
+    }
+}

@@ -1,0 +1,196 @@
+//! The anomaly feed: `GET /feed` is a WebSocket on which the server pushes
+//! results as they are computed.
+//!
+//! Results go through a `tokio::sync::broadcast` channel of
+//! `--feed-capacity` messages. Publishing never waits, so a slow subscriber
+//! never slows ingestion: when it falls more than the capacity behind it
+//! loses the oldest messages, receives `{"type":"lagged","missed":N}`, and
+//! the loss is counted in a metric.
+//!
+//! Filters: `?all=true` (every result, not only anomalies),
+//! `?streams=a,b`, `?min_log_likelihood=0.5`.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::response::Response;
+use serde::Deserialize;
+use tokio::sync::broadcast;
+
+use crate::server::error::ApiError;
+use crate::server::AppState;
+use crate::store::{Applied, StreamId};
+
+/// One result as pushed to subscribers, serialized once for all of them.
+#[derive(Debug)]
+pub struct FeedEvent {
+    /// The stream it belongs to.
+    pub stream: StreamId,
+    /// For `min_log_likelihood`.
+    pub log_likelihood: f64,
+    /// Anomalies go to every subscriber, other results only with `all`.
+    pub is_anomaly: bool,
+    /// The complete message text: `{"type":"result","result":{...}}`.
+    pub message: String,
+}
+
+/// The publishing side of the feed.
+#[derive(Debug, Clone)]
+pub struct Feed {
+    tx: broadcast::Sender<Arc<FeedEvent>>,
+    /// Subscribers with `all=true`; with none, non-anomalies are not sent.
+    all_subscribers: Arc<AtomicUsize>,
+}
+
+impl Feed {
+    /// A feed buffering `capacity` messages per subscriber.
+    pub fn new(capacity: usize) -> Feed {
+        let (tx, _) = broadcast::channel(capacity);
+        Feed {
+            tx,
+            all_subscribers: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Publish results (`parts[i]` is the JSON of `applied[i]`). Never waits.
+    pub fn publish(&self, id: &StreamId, applied: &[Applied], parts: &[String]) {
+        if self.tx.receiver_count() == 0 {
+            return;
+        }
+        let all = self.all_subscribers.load(Ordering::Acquire) > 0;
+        for (a, json) in applied.iter().zip(parts) {
+            if a.is_anomaly || all {
+                let _ = self.tx.send(Arc::new(FeedEvent {
+                    stream: id.clone(),
+                    log_likelihood: a.output.log_likelihood,
+                    is_anomaly: a.is_anomaly,
+                    message: format!("{{\"type\":\"result\",\"result\":{json}}}"),
+                }));
+            }
+        }
+    }
+}
+
+/// Query of `GET /feed`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedQuery {
+    /// Comma-separated stream ids; absent = all streams.
+    pub streams: Option<String>,
+    /// Only results whose log-likelihood is at least this.
+    pub min_log_likelihood: Option<f64>,
+    /// Every result, not only anomalies.
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// A subscriber's filter.
+#[derive(Debug, Clone)]
+struct Filter {
+    streams: Option<HashSet<StreamId>>,
+    min_log_likelihood: Option<f64>,
+    all: bool,
+}
+
+impl Filter {
+    fn parse(q: FeedQuery) -> Result<Filter, ApiError> {
+        let streams = match q.streams {
+            None => None,
+            Some(list) => Some(
+                list.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(StreamId::new)
+                    .collect::<Result<HashSet<_>, _>>()?,
+            ),
+        };
+        if let Some(m) = q.min_log_likelihood {
+            if !m.is_finite() {
+                return Err(ApiError::bad_request(
+                    "bad_query",
+                    "min_log_likelihood must be a finite number",
+                ));
+            }
+        }
+        Ok(Filter {
+            streams,
+            min_log_likelihood: q.min_log_likelihood,
+            all: q.all,
+        })
+    }
+
+    fn accepts(&self, e: &FeedEvent) -> bool {
+        (self.all || e.is_anomaly)
+            && self.streams.as_ref().is_none_or(|s| s.contains(&e.stream))
+            && self
+                .min_log_likelihood
+                .is_none_or(|m| e.log_likelihood >= m)
+    }
+}
+
+/// `GET /feed`.
+pub async fn subscribe(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<FeedQuery>, QueryRejection>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
+    let filter = Filter::parse(q)?;
+    // Subscribe before answering, so nothing published after the upgrade
+    // response is missed.
+    let rx = state.feed.tx.subscribe();
+    let tracker = state.tasks.clone();
+    Ok(ws
+        .max_message_size(4096)
+        .on_upgrade(move |socket| tracker.track_future(run_subscriber(state, socket, rx, filter))))
+}
+
+async fn run_subscriber(
+    state: Arc<AppState>,
+    mut socket: WebSocket,
+    mut rx: broadcast::Receiver<Arc<FeedEvent>>,
+    filter: Filter,
+) {
+    let all_guard = filter.all.then(|| {
+        state.feed.all_subscribers.fetch_add(1, Ordering::AcqRel);
+        Arc::clone(&state.feed.all_subscribers)
+    });
+    state.metrics.feed_subscribers(1);
+    loop {
+        tokio::select! {
+            biased;
+            _ = state.shutdown.cancelled() => {
+                let _ = socket.send(Message::Close(Some(CloseFrame {
+                    code: axum::extract::ws::close_code::AWAY,
+                    reason: "server shutting down".into(),
+                }))).await;
+                break;
+            }
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {} // pings are answered by the library; text is ignored
+            },
+            event = rx.recv() => {
+                let text = match event {
+                    Ok(e) if filter.accepts(&e) => e.message.clone(),
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        state.metrics.feed_dropped(n);
+                        format!("{{\"type\":\"lagged\",\"missed\":{n}}}")
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                };
+                if socket.send(Message::Text(text.into())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    state.metrics.feed_subscribers(-1);
+    if let Some(all) = all_guard {
+        all.fetch_sub(1, Ordering::AcqRel);
+    }
+}

@@ -1,0 +1,310 @@
+//! Prometheus metrics — the only file that knows metric names.
+//!
+//! Names follow Prometheus conventions: the `htm_` prefix, base units
+//! (`_seconds`, `_bytes`), `_total` on counters, histograms for durations.
+//! Labels have bounded cardinality: routes are the router's templates,
+//! statuses are HTTP codes, stream ids appear only with
+//! `--per-stream-metrics` (bounded by `--max-streams`) and for checkpoints
+//! that failed to load.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, Opts, Registry, TextEncoder,
+};
+
+use crate::store::StreamId;
+
+/// Every metric of one server, registered in its own [`Registry`].
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    samples: IntCounter,
+    anomalies: IntCounter,
+    rejected: IntCounterVec,
+    step_duration: Histogram,
+    http_duration: HistogramVec,
+    streams: IntGauge,
+    model_memory: IntGauge,
+    checkpoint_duration: Histogram,
+    checkpoint_writes: IntCounter,
+    checkpoint_failures: IntCounter,
+    checkpoint_load_failures: IntCounter,
+    checkpoint_unreadable: GaugeVec,
+    feed_subscribers: IntGauge,
+    feed_dropped: IntCounter,
+    ws_connections: IntGauge,
+    per_stream: Option<(IntCounterVec, IntCounterVec)>,
+    up: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn buckets_fast() -> Vec<f64> {
+    // 5 µs .. ~2.6 s, doubling.
+    prometheus::exponential_buckets(5e-6, 2.0, 20).expect("valid buckets")
+}
+
+impl Metrics {
+    /// Create and register every metric; `per_stream` adds the per-stream
+    /// counters.
+    pub fn new(per_stream: bool) -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        macro_rules! reg {
+            ($m:expr) => {{
+                let m = $m;
+                registry.register(Box::new(m.clone()))?;
+                m
+            }};
+        }
+        let per_stream = if per_stream {
+            Some((
+                reg!(IntCounterVec::new(
+                    Opts::new("htm_stream_samples_total", "Samples applied, by stream."),
+                    &["stream"]
+                )?),
+                reg!(IntCounterVec::new(
+                    Opts::new(
+                        "htm_stream_anomalies_total",
+                        "Anomalies flagged, by stream."
+                    ),
+                    &["stream"]
+                )?),
+            ))
+        } else {
+            None
+        };
+        Ok(Metrics {
+            samples: reg!(IntCounter::new(
+                "htm_samples_total",
+                "Samples applied to models."
+            )?),
+            anomalies: reg!(IntCounter::new(
+                "htm_anomalies_total",
+                "Results flagged as anomalies."
+            )?),
+            rejected: reg!(IntCounterVec::new(
+                Opts::new(
+                    "htm_rejected_requests_total",
+                    "Ingest requests refused, by reason (the error code)."
+                ),
+                &["reason"]
+            )?),
+            step_duration: reg!(Histogram::with_opts(
+                HistogramOpts::new(
+                    "htm_step_duration_seconds",
+                    "Time of one model step (score and learn one sample)."
+                )
+                .buckets(buckets_fast())
+            )?),
+            http_duration: reg!(HistogramVec::new(
+                HistogramOpts::new(
+                    "htm_http_request_duration_seconds",
+                    "HTTP request duration, by route template, method and status."
+                )
+                .buckets(buckets_fast()),
+                &["route", "method", "status"]
+            )?),
+            streams: reg!(IntGauge::new("htm_streams", "Streams held by the server.")?),
+            model_memory: reg!(IntGauge::new(
+                "htm_model_memory_bytes",
+                "Approximate memory held by all models."
+            )?),
+            checkpoint_duration: reg!(Histogram::with_opts(
+                HistogramOpts::new(
+                    "htm_checkpoint_duration_seconds",
+                    "Time to encode and durably write one stream's checkpoint."
+                )
+                .buckets(buckets_fast())
+            )?),
+            checkpoint_writes: reg!(IntCounter::new(
+                "htm_checkpoint_writes_total",
+                "Checkpoint files written."
+            )?),
+            checkpoint_failures: reg!(IntCounter::new(
+                "htm_checkpoint_write_failures_total",
+                "Checkpoint writes that failed."
+            )?),
+            checkpoint_load_failures: reg!(IntCounter::new(
+                "htm_checkpoint_load_failures_total",
+                "Checkpoint files that could not be loaded at start."
+            )?),
+            checkpoint_unreadable: reg!(GaugeVec::new(
+                Opts::new(
+                    "htm_checkpoint_unreadable",
+                    "1 for each stream whose checkpoint could not be loaded and which is not yet deleted or recreated."
+                ),
+                &["stream"]
+            )?),
+            feed_subscribers: reg!(IntGauge::new(
+                "htm_feed_subscribers",
+                "Connected /feed subscribers."
+            )?),
+            feed_dropped: reg!(IntCounter::new(
+                "htm_feed_dropped_messages_total",
+                "Feed messages lost by subscribers that fell behind."
+            )?),
+            ws_connections: reg!(IntGauge::new(
+                "htm_ws_ingest_connections",
+                "Connected WebSocket ingest clients."
+            )?),
+            up: reg!(Gauge::new("htm_ready", "1 once checkpoints are loaded.")?),
+            per_stream,
+            registry,
+        })
+    }
+
+    /// Count one applied sample.
+    pub fn sample(&self, stream: &StreamId, is_anomaly: bool, step_time: Duration) {
+        self.samples.inc();
+        self.step_duration.observe(step_time.as_secs_f64());
+        if is_anomaly {
+            self.anomalies.inc();
+        }
+        if let Some((samples, anomalies)) = &self.per_stream {
+            samples.with_label_values(&[stream.as_str()]).inc();
+            if is_anomaly {
+                anomalies.with_label_values(&[stream.as_str()]).inc();
+            }
+        }
+    }
+
+    /// Count a refused ingest request.
+    pub fn rejected(&self, code: &str) {
+        self.rejected.with_label_values(&[code]).inc();
+    }
+
+    /// Forget a deleted stream's labels.
+    pub fn stream_removed(&self, stream: &StreamId) {
+        if let Some((samples, anomalies)) = &self.per_stream {
+            let _ = samples.remove_label_values(&[stream.as_str()]);
+            let _ = anomalies.remove_label_values(&[stream.as_str()]);
+        }
+        let _ = self
+            .checkpoint_unreadable
+            .remove_label_values(&[stream.as_str()]);
+    }
+
+    /// Record a checkpoint write.
+    pub fn checkpoint_written(&self, took: Duration) {
+        self.checkpoint_writes.inc();
+        self.checkpoint_duration.observe(took.as_secs_f64());
+    }
+
+    /// Record a failed checkpoint write.
+    pub fn checkpoint_failed(&self) {
+        self.checkpoint_failures.inc();
+    }
+
+    /// Record a checkpoint that failed to load, by stream.
+    pub fn checkpoint_unreadable(&self, stream: &StreamId) {
+        self.checkpoint_load_failures.inc();
+        self.checkpoint_unreadable
+            .with_label_values(&[stream.as_str()])
+            .set(1.0);
+    }
+
+    /// A stream was recreated over an unreadable checkpoint.
+    pub fn checkpoint_replaced(&self, stream: &StreamId) {
+        let _ = self
+            .checkpoint_unreadable
+            .remove_label_values(&[stream.as_str()]);
+    }
+
+    /// Feed subscriber connected (+1) or left (-1).
+    pub fn feed_subscribers(&self, delta: i64) {
+        self.feed_subscribers.add(delta);
+    }
+
+    /// A feed subscriber lost `n` messages.
+    pub fn feed_dropped(&self, n: u64) {
+        self.feed_dropped.inc_by(n);
+    }
+
+    /// WebSocket ingest client connected (+1) or left (-1).
+    pub fn ws_connections(&self, delta: i64) {
+        self.ws_connections.add(delta);
+    }
+
+    /// Checkpoints are loaded.
+    pub fn set_ready(&self) {
+        self.up.set(1.0);
+    }
+
+    /// Set the gauges sampled at scrape time.
+    pub fn set_streams(&self, streams: usize, model_memory: usize) {
+        self.streams.set(streams as i64);
+        self.model_memory.set(model_memory as i64);
+    }
+
+    /// Record one HTTP request.
+    pub fn http_request(&self, route: &str, method: &str, status: u16, took: Duration) {
+        self.http_duration
+            .with_label_values(&[route, method, status.to_string().as_str()])
+            .observe(took.as_secs_f64());
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding of gathered metrics");
+        String::from_utf8(buf).expect("prometheus text is UTF-8")
+    }
+}
+
+/// Middleware: time every request by route template and status.
+pub async fn track_http(State(metrics): State<Metrics>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().as_str().to_owned();
+    let resp = next.run(req).await;
+    metrics.http_request(&route, &method, resp.status().as_u16(), start.elapsed());
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_conventions_and_values_show() {
+        let m = Metrics::new(true).unwrap();
+        let id = StreamId::new("s1").unwrap();
+        m.sample(&id, true, Duration::from_micros(40));
+        m.feed_dropped(3);
+        m.http_request("/streams/{id}", "POST", 200, Duration::from_millis(1));
+        m.checkpoint_unreadable(&id);
+        let text = m.render();
+        assert!(text.contains("htm_samples_total 1"));
+        assert!(text.contains("htm_anomalies_total 1"));
+        assert!(text.contains("htm_feed_dropped_messages_total 3"));
+        assert!(text.contains("htm_stream_samples_total{stream=\"s1\"} 1"));
+        assert!(text.contains("htm_step_duration_seconds_bucket"));
+        assert!(text.contains("route=\"/streams/{id}\""));
+        assert!(text.contains("htm_checkpoint_unreadable{stream=\"s1\"} 1"));
+        for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
+            let mut parts = line.split_whitespace().skip(2);
+            let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
+            assert!(name.starts_with("htm_"), "{name}");
+            if kind == "counter" {
+                assert!(name.ends_with("_total"), "{name}");
+            }
+        }
+        m.stream_removed(&id);
+        assert!(!m.render().contains("stream=\"s1\""));
+    }
+}

@@ -1,0 +1,73 @@
+//! WebSocket ingest: `GET /streams/{id}/ws`. Each text (or binary) frame is
+//! one sample or a batch, exactly as a `POST` body; each is answered, in
+//! order, by one frame holding its result(s) or `{"error": {...}}`.
+//! On shutdown the server closes the socket with code 1001 after finishing
+//! the frame in progress.
+
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::response::Response;
+
+use crate::server::error::ApiError;
+use crate::server::ingest::ingest;
+use crate::server::sample::parse_json;
+use crate::server::AppState;
+use crate::store::StreamId;
+
+/// `GET /streams/{id}/ws`.
+pub async fn upgrade(
+    State(state): State<Arc<AppState>>,
+    Path(raw_id): Path<String>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let id = StreamId::new(raw_id)?;
+    state.ensure_ready()?;
+    let limit = state.args.max_body_bytes;
+    let tracker = state.tasks.clone();
+    Ok(ws
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| tracker.track_future(run(state, id, socket))))
+}
+
+/// Answer one frame: the result body, or the JSON error.
+pub async fn answer_frame(state: &Arc<AppState>, id: &StreamId, frame: &[u8]) -> String {
+    let outcome = async {
+        let (shape, samples) = parse_json(frame, state.args.max_batch)?;
+        ingest(state, id, samples, shape).await
+    }
+    .await;
+    match outcome {
+        Ok(text) => text,
+        Err(e) => e.body().to_string(),
+    }
+}
+
+async fn run(state: Arc<AppState>, id: StreamId, mut socket: WebSocket) {
+    state.metrics.ws_connections(1);
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = state.shutdown.cancelled() => {
+                let _ = socket.send(Message::Close(Some(CloseFrame {
+                    code: axum::extract::ws::close_code::AWAY,
+                    reason: "server shutting down".into(),
+                }))).await;
+                break;
+            }
+            incoming = socket.recv() => incoming,
+        };
+        let reply = match frame {
+            Some(Ok(Message::Text(t))) => answer_frame(&state, &id, t.as_bytes()).await,
+            Some(Ok(Message::Binary(b))) => answer_frame(&state, &id, &b).await,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+        };
+        if socket.send(Message::Text(reply.into())).await.is_err() {
+            break;
+        }
+    }
+    state.metrics.ws_connections(-1);
+}

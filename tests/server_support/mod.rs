@@ -1,0 +1,157 @@
+//! Shared helpers of the `server_*` integration tests: start the real
+//! server in-process on `127.0.0.1:0` with a temporary data directory, talk
+//! to it over real sockets, stop it gracefully.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use htm_stream::server::{run, ServeArgs, ServerError};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: JoinHandle<Result<(), ServerError>>,
+}
+
+impl TestServer {
+    /// Start a server on `dir` with extra flags; wait until it is ready.
+    pub async fn start(dir: &Path, extra: &[&str]) -> TestServer {
+        let server = Self::start_unready(dir, extra).await;
+        server.wait_ready().await;
+        server
+    }
+
+    /// Start without waiting for readiness.
+    pub async fn start_unready(dir: &Path, extra: &[&str]) -> TestServer {
+        let mut argv = vec![
+            "serve".to_string(),
+            "--data-dir".into(),
+            dir.display().to_string(),
+        ];
+        if !extra.contains(&"--checkpoint-interval-secs") {
+            argv.extend(["--checkpoint-interval-secs".into(), "0".into()]);
+        }
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        let args = ServeArgs::try_parse_from(argv).expect("valid flags");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(run(args, listener, async move {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            client: reqwest::Client::new(),
+            shutdown: Some(tx),
+            handle,
+        }
+    }
+
+    pub async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if let Ok(r) = self.client.get(self.url("/readyz")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("server did not become ready");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    /// Trigger graceful shutdown and wait for `run` to return.
+    pub async fn stop(mut self) -> Result<(), ServerError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(20), &mut self.handle)
+            .await
+            .expect("server stops within 20 s")
+            .expect("server task did not panic")
+    }
+
+    /// POST a JSON body to a stream; returns (status, parsed body).
+    pub async fn post(&self, stream: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(self.url(&format!("/streams/{stream}")))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn put(&self, stream: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .client
+            .put(self.url(&format!("/streams/{stream}")))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.client.get(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+/// An hourly timestamp `h` hours after 2026-11-27T00:00:00Z.
+pub fn hour(h: u64) -> String {
+    let t = chrono::NaiveDate::from_ymd_opt(2026, 11, 27)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        + chrono::Duration::hours(h as i64);
+    format!("{}Z", t.format("%Y-%m-%dT%H:%M:%S"))
+}
+
+/// A daily sine wave sample at hour `h`.
+pub fn sine(h: u64) -> Value {
+    let v = 50.0 + 40.0 * (h as f64 * std::f64::consts::TAU / 24.0).sin();
+    serde_json::json!({ "value": v, "timestamp": hour(h) })
+}
+
+/// Assert the JSON error shape and code.
+pub fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
+    assert_eq!(status, want_status, "body: {body}");
+    assert_eq!(body["error"]["code"], want_code, "body: {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "body: {body}"
+    );
+}
