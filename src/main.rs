@@ -31,6 +31,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the HTTP/WebSocket service.
+    Serve(htm_stream::server::ServeArgs),
     /// Run a CSV series through one model and report how it learned.
     Replay(ReplayArgs),
     /// Run the detector over NAB data and score it as NAB does.
@@ -83,6 +85,10 @@ struct ReplayArgs {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve(args) => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(htm_stream::server::serve(args))?;
+        }
         Command::Replay(args) => run_replay(args)?,
         Command::Nab(args) => {
             let report = htm_stream::nab::run(&args)?;

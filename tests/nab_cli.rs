@@ -40,6 +40,8 @@ fn args(root: &Path, mode: Mode) -> NabArgs {
         mode,
         jobs: Some(2),
         no_progress: true,
+        set: Vec::new(),
+        per_file: false,
     }
 }
 

@@ -41,7 +41,8 @@ fn golden_state() -> StreamState {
             max: 100.0,
         }),
         resolution: None,
-        overrides: r#"{"tm":{"cells_per_column":16}}"#.into(),
+        // A deliberately small model, so the committed file stays small.
+        overrides: r#"{"value_encoder":{"size":100,"active_bits":7},"sp":{"column_dimensions":[64],"num_active_columns_per_inh_area":4},"tm":{"cells_per_column":16}}"#.into(),
         threshold: 0.6,
         learn: true,
     };

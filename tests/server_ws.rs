@@ -168,11 +168,8 @@ async fn shutdown_closes_websockets_cleanly() {
     assert!(dir.path().join("w.ckpt").exists());
 }
 
-/// With the real HTM engine: a learned periodic stream, then a spike; the
-/// feed must report it. The placeholder model never scores an anomaly, so
-/// this waits for the engine (remove the `ignore` then).
+/// A learned periodic stream, then a spike: the feed must report it.
 #[tokio::test]
-#[ignore = "needs the real HTM engine (the placeholder Model scores no anomaly)"]
 async fn feed_receives_an_anomaly_injected_into_a_learned_periodic_stream() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(dir.path(), &[]).await;

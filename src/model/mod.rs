@@ -20,13 +20,13 @@ mod params;
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 
-use crate::htm::anomaly_likelihood::{log_likelihood, AnomalyLikelihood};
+use crate::htm::anomaly_likelihood::{log_likelihood, AnomalyLikelihood, LikelihoodError};
 use crate::htm::date_encoder::DateEncoder;
 use crate::htm::predictor::Predictor;
 use crate::htm::rdse::{Rdse, RdseParams};
 use crate::htm::sdr::Sdr;
-use crate::htm::spatial_pooler::SpatialPooler;
-use crate::htm::temporal_memory::TemporalMemory;
+use crate::htm::spatial_pooler::{SpatialPooler, SpatialPoolerError};
+use crate::htm::temporal_memory::{TemporalMemory, TemporalMemoryError};
 
 pub use calibration::Calibration;
 pub use params::{
@@ -59,7 +59,8 @@ pub struct Output {
     pub anomaly_score: f64,
     /// Forecast of the next sample, once the predictor has learned.
     pub prediction: Option<Prediction>,
-    /// Whether this step learned (false while calibrating or when asked).
+    /// Whether the sample is learned from (while the value encoder
+    /// calibrates, samples are held and learned once it is built).
     pub learned: bool,
 }
 
@@ -113,11 +114,34 @@ pub struct Model {
     steps: u64,
 }
 
+/// A component's validation error as a `ParamsError` whose field is the
+/// dotted path of the parameter (`component.field` when the component names
+/// the field, else the component).
 fn prefixed<E: std::fmt::Display>(component: &str, field: Option<&str>, err: E) -> ParamsError {
     match field {
-        Some(f) => ParamsError::new(format!("{component}.{f}"), err.to_string()),
-        None => ParamsError::new(component, err.to_string()),
+        Some(f) if !f.is_empty() => ParamsError::new(format!("{component}.{f}"), err.to_string()),
+        _ => ParamsError::new(component, err.to_string()),
     }
+}
+
+fn sp_error(e: SpatialPoolerError) -> ParamsError {
+    let field = match &e {
+        SpatialPoolerError::InvalidParameter { field, .. } => Some(*field),
+        SpatialPoolerError::CorruptState(_) => None,
+    };
+    prefixed("sp", field, e)
+}
+
+fn tm_error(e: TemporalMemoryError) -> ParamsError {
+    let TemporalMemoryError::InvalidParameter { field, .. } = &e;
+    let field = *field;
+    prefixed("tm", Some(field), e)
+}
+
+fn likelihood_error(e: LikelihoodError) -> ParamsError {
+    let LikelihoodError::ZeroParameter(field) = &e;
+    let field = *field;
+    prefixed("likelihood", Some(field), e)
 }
 
 impl Pipeline {
@@ -142,10 +166,8 @@ impl Pipeline {
         let date = DateEncoder::new(params.date_encoder.clone())
             .map_err(|e| prefixed("date_encoder", None, e))?;
         let input_width = rdse.size() + date.size();
-        let sp = SpatialPooler::new(&[input_width], params.sp.clone())
-            .map_err(|e| prefixed("sp", None, e))?;
-        let tm = TemporalMemory::new(sp.num_columns(), params.tm.clone())
-            .map_err(|e| prefixed("tm", None, e))?;
+        let sp = SpatialPooler::new(&[input_width], params.sp.clone()).map_err(sp_error)?;
+        let tm = TemporalMemory::new(sp.num_columns(), params.tm.clone()).map_err(tm_error)?;
         let predictor = Predictor::new(&params.predictor.steps, params.predictor.alpha)
             .map_err(|e| prefixed("predictor", None, e))?;
         let bucket_width = params.predictor.resolution.unwrap_or(resolution);
@@ -234,8 +256,8 @@ impl Pipeline {
 impl Model {
     /// Build a model; fails if a parameter is invalid, naming it.
     pub fn new(params: ModelParams) -> Result<Model, ParamsError> {
-        let likelihood = AnomalyLikelihood::new(params.likelihood.clone())
-            .map_err(|e| prefixed("likelihood", None, e))?;
+        let likelihood =
+            AnomalyLikelihood::new(params.likelihood.clone()).map_err(likelihood_error)?;
         let calibration = Calibration::new(&params.value_encoder)?;
         let pipeline = match params.value_encoder.resolution {
             Some(resolution) => Some(Pipeline::build(&params, resolution)?),
@@ -317,7 +339,8 @@ impl Model {
         learn: bool,
     ) -> (f64, Option<Prediction>, bool) {
         let Some(resolution) = self.calibration.push(timestamp, value, learn) else {
-            return (0.0, None, false);
+            // Held, and learned (if asked) once the pipeline is built.
+            return (0.0, None, learn);
         };
         let mut pipeline =
             Pipeline::build(&self.params, resolution).expect("parameters validated in new()");

@@ -178,7 +178,7 @@ impl ModelParams {
                 potential_radius: input_width,
                 potential_pct: 0.85,
                 global_inhibition: true,
-                local_area_density: 0.043_956_043_956_043_96,
+                local_area_density: 0.043_956_045, // 72 / 1638 as f32 (htm.core: 0.04395604395604396)
                 num_active_columns_per_inh_area: 0,
                 stimulus_threshold: 0,
                 syn_perm_inactive_dec: 0.006,
@@ -298,15 +298,25 @@ impl ModelParams {
 
 impl ModelParams {
     /// These parameters with `overrides` (a JSON object shaped like
-    /// `ModelParams`, any subset of fields) merged in, then validated. An
-    /// unknown field or a bad value is an error naming it.
-    pub fn with_overrides(&self, overrides: &serde_json::Value) -> Result<ModelParams, ParamsError> {
+    /// `ModelParams`, any subset of fields) merged in. An unknown field or a
+    /// value of the wrong type is an error naming it; values are checked by
+    /// [`ModelParams::validate`] (or `Model::new`), not here.
+    pub fn with_overrides(
+        &self,
+        overrides: &serde_json::Value,
+    ) -> Result<ModelParams, ParamsError> {
+        if !overrides.is_object() {
+            return Err(ParamsError::new("", "overrides must be a JSON object"));
+        }
         let mut merged = serde_json::to_value(self).expect("parameters serialize");
         merge_json(&mut merged, overrides, "")?;
-        let params: ModelParams = serde_json::from_value(merged)
-            .map_err(|e| ParamsError::new(field_of_serde_error(&e.to_string()), e.to_string()))?;
-        params.validate()?;
-        Ok(params)
+        serde_path_to_error::deserialize(merged).map_err(|e| {
+            let path = e.path().to_string();
+            ParamsError::new(
+                if path == "." { String::new() } else { path },
+                e.into_inner().to_string(),
+            )
+        })
     }
 
     /// Apply `key=value` assignments such as `tm.activation_threshold=12`
@@ -331,7 +341,10 @@ impl ModelParams {
                     .entry((*part).to_owned())
                     .or_insert_with(|| serde_json::Value::Object(Default::default()));
                 if !node.is_object() {
-                    return Err(ParamsError::new(path, "is set twice, as a value and as a group"));
+                    return Err(ParamsError::new(
+                        path,
+                        "is set twice, as a value and as a group",
+                    ));
                 }
             }
         }
@@ -351,7 +364,10 @@ fn merge_json(
         return Ok(());
     };
     let Some(base_map) = base.as_object_mut() else {
-        return Err(ParamsError::new(path, "is a value, not a group of parameters"));
+        return Err(ParamsError::new(
+            path,
+            "is a value, not a group of parameters",
+        ));
     };
     for (key, value) in patch_map {
         let here = if path.is_empty() {
@@ -366,13 +382,4 @@ fn merge_json(
         }
     }
     Ok(())
-}
-
-/// The field serde complains about, if its message names one
-/// (`` invalid type: ... for `x` `` style messages do not).
-fn field_of_serde_error(message: &str) -> String {
-    message
-        .split('`')
-        .nth(1)
-        .map_or_else(|| "params".to_owned(), str::to_owned)
 }

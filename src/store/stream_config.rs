@@ -98,18 +98,13 @@ impl StreamConfig {
             return Err(ConfigError::new("overrides", "must be a JSON object"));
         }
         if overrides.as_object().is_some_and(|o| !o.is_empty()) {
-            let mut merged = serde_json::to_value(&params)
-                .map_err(|e| ConfigError::new("preset", e.to_string()))?;
-            check_known(&merged, &overrides, "overrides")?;
-            deep_merge(&mut merged, &overrides);
-            params = serde_path_to_error::deserialize(merged).map_err(|e| {
-                let path = e.path().to_string();
-                let field = if path == "." || path.is_empty() {
-                    "overrides".to_string()
+            params = params.with_overrides(&overrides).map_err(|e| {
+                let field = if e.field.is_empty() {
+                    "overrides".to_owned()
                 } else {
-                    format!("overrides.{path}")
+                    format!("overrides.{}", e.field)
                 };
-                ConfigError::new(field, e.into_inner().to_string())
+                ConfigError::new(field, e.message)
             })?;
         }
         if let Some(r) = self.value_range {
@@ -136,48 +131,6 @@ impl StreamConfig {
                 ConfigError::new(format!("overrides.{field}"), message)
             })?;
         Ok(params)
-    }
-}
-
-/// Reject any key in `overrides` that the parameters do not have, naming it.
-fn check_known(
-    base: &serde_json::Value,
-    overrides: &serde_json::Value,
-    path: &str,
-) -> Result<(), ConfigError> {
-    let (Some(base), Some(over)) = (base.as_object(), overrides.as_object()) else {
-        return Ok(());
-    };
-    for (key, value) in over {
-        let here = format!("{path}.{key}");
-        match base.get(key) {
-            None => return Err(ConfigError::new(here, "unknown field")),
-            Some(b) if b.is_object() => {
-                if !value.is_object() {
-                    return Err(ConfigError::new(here, "must be an object"));
-                }
-                check_known(b, value, &here)?;
-            }
-            Some(_) => {}
-        }
-    }
-    Ok(())
-}
-
-/// Merge `over` into `base`: objects key by key, anything else replaced.
-fn deep_merge(base: &mut serde_json::Value, over: &serde_json::Value) {
-    match (base, over) {
-        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
-            for (k, v) in o {
-                match b.get_mut(k) {
-                    Some(slot) => deep_merge(slot, v),
-                    None => {
-                        b.insert(k.clone(), v.clone());
-                    }
-                }
-            }
-        }
-        (b, o) => *b = o.clone(),
     }
 }
 
