@@ -857,6 +857,7 @@ impl Ctx<'_> {
             .y_labels(5)
             .label_style(self.font())
             .axis_desc_style(self.font())
+            .y_label_formatter(&tick)
             .y_desc("bursting fraction")
             .draw()?;
         self.marks(&mut chart, y_mae, false)?;
@@ -895,4 +896,224 @@ fn segments(xs: &[f64], ys: impl Iterator<Item = Option<f64>>) -> Vec<Vec<(f64, 
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn t(h: i64) -> NaiveDateTime {
+        chrono::NaiveDate::from_ymd_opt(2010, 7, 2)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            + chrono::Duration::hours(h)
+    }
+
+    /// `rows` hourly points per pass, `passes` passes.
+    fn points(rows: usize, passes: u32, raw: impl Fn(u64) -> f64) -> Vec<PlotPoint> {
+        let mut out = Vec::new();
+        for pass in 0..passes {
+            for row in 0..rows {
+                let step = u64::from(pass) * rows as u64 + row as u64;
+                out.push(PlotPoint {
+                    step,
+                    pass,
+                    row,
+                    timestamp: t(row as i64),
+                    value: row as f64,
+                    predicted: (step > 0).then(|| row as f64 + 1.0),
+                    raw_anomaly: raw(step),
+                    log_likelihood: 0.1,
+                    bursting_fraction: Some(raw(step)),
+                });
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn format_follows_the_extension() {
+        assert_eq!(
+            PlotFormat::from_path(Path::new("a/b.png")).unwrap(),
+            PlotFormat::Png
+        );
+        assert_eq!(
+            PlotFormat::from_path(Path::new("b.SVG")).unwrap(),
+            PlotFormat::Svg
+        );
+        for bad in ["b.jpg", "b", "png", "b.png.txt"] {
+            let err = PlotFormat::from_path(Path::new(bad)).unwrap_err();
+            assert!(err.to_string().contains(bad), "{err}");
+            assert!(err.to_string().contains(".png or .svg"), "{err}");
+        }
+    }
+
+    #[test]
+    fn size_parses_width_x_height() {
+        assert_eq!(
+            "1600x900".parse::<PlotSize>().unwrap(),
+            PlotSize {
+                width: 1600,
+                height: 900
+            }
+        );
+        assert_eq!("800X600".parse::<PlotSize>().unwrap().height, 600);
+        for bad in [
+            "1600",
+            "x900",
+            "1600x",
+            "0x900",
+            "1600x20000",
+            "axb",
+            "-5x10",
+        ] {
+            assert!(bad.parse::<PlotSize>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_day_of_samples_comes_from_the_median_interval() {
+        assert_eq!(day_window(&points(100, 1, |_| 0.0)), 24);
+        // One long gap does not move the median.
+        let mut p = points(100, 1, |_| 0.0);
+        for q in p.iter_mut().skip(50) {
+            q.timestamp += chrono::Duration::days(3);
+        }
+        assert_eq!(day_window(&p), 24);
+        // Fewer rows than a day: the window is the whole pass.
+        assert_eq!(day_window(&points(10, 2, |_| 0.0)), 10);
+        // Time does not move: one sample.
+        let mut p = points(10, 1, |_| 0.0);
+        for q in &mut p {
+            q.timestamp = t(0);
+        }
+        assert_eq!(day_window(&p), 1);
+    }
+
+    #[test]
+    fn rolling_mean_skips_missing_values() {
+        let v = [None, Some(1.0), Some(3.0), None, Some(5.0)];
+        let r = rolling_mean(&v, 2);
+        assert_eq!(r, vec![None, Some(1.0), Some(2.0), Some(3.0), Some(5.0)]);
+    }
+
+    #[test]
+    fn settled_needs_a_full_hold_at_or_below_the_level() {
+        let s: Vec<Option<f64>> = [0.9, 0.5, 0.1, 0.1, 0.6, 0.1, 0.1, 0.1]
+            .iter()
+            .map(|&v| Some(v))
+            .collect();
+        assert_eq!(settled_from(&s, 0.2, 3), Some(5));
+        assert_eq!(settled_from(&s, 0.2, 2), Some(2));
+        assert_eq!(settled_from(&s, 0.6, 3), Some(1));
+        assert_eq!(settled_from(&s, 0.05, 1), None);
+        // The hold is capped at the slice length.
+        assert_eq!(settled_from(&s, 1.0, 100), Some(0));
+        assert_eq!(settled_from(&[None, Some(0.0)], 0.1, 2), None);
+    }
+
+    #[test]
+    fn settling_reports_rows_per_pass() {
+        // Raw anomaly 1 for the first 60 steps, then 0.
+        let p = points(24 * 14, 2, |s| if s < 60 { 1.0 } else { 0.0 });
+        let curves = LearningCurves::new(&p);
+        assert_eq!(curves.window, 24);
+        let s = settling(&p, &curves);
+        assert_eq!(s.len(), 2);
+        // The day-mean drops to <= 0.2 once at most 4 of the last 24 are 1.
+        assert_eq!(s[0].raw_anomaly_rows[0], (0.2, Some(60 + 24 - 4 - 1)));
+        assert_eq!(s[1].raw_anomaly_rows[0].1, Some(0));
+        // The forecast is always off by one: MAE 1, level 1.5.
+        assert!((s[0].mae_level - 1.5).abs() < 1e-12);
+        assert_eq!(s[0].mae_row, Some(1));
+        assert!(s[0].to_string().starts_with("pass 1: settled (24-sample"));
+    }
+
+    #[test]
+    fn passes_are_laid_end_to_end_on_the_time_axis() {
+        let p = points(48, 3, |_| 0.0);
+        let axis = TimeAxis::new(&p);
+        // 47 hours of span plus one hour between passes: two days a pass.
+        assert!((axis.pass_days - 2.0).abs() < 1e-9);
+        let xs: Vec<f64> = p.iter().map(|q| axis.x(q)).collect();
+        assert!(xs.windows(2).all(|w| w[1] > w[0]));
+        assert_eq!(axis.label(axis.x(&p[48 + 24])), "2010-07-03");
+        assert_eq!(axis.label(axis.x(&p[2 * 48])), "2010-07-02");
+    }
+
+    #[test]
+    fn segments_break_at_missing_values() {
+        let xs = [0.0, 1.0, 2.0, 3.0, 4.0];
+        let segs = segments(
+            &xs,
+            [Some(1.0), Some(2.0), None, Some(4.0), None].into_iter(),
+        );
+        assert_eq!(segs, vec![vec![(0.0, 1.0), (1.0, 2.0)], vec![(3.0, 4.0)]]);
+    }
+
+    #[test]
+    fn windows_are_found_by_category_and_file() {
+        let w = Window {
+            start: t(1),
+            end: t(2),
+        };
+        let labels = Labels {
+            path: PathBuf::from("labels/combined_windows.json"),
+            windows: [("realTraffic/speed.csv".to_owned(), vec![w])].into(),
+        };
+        let got = windows_for(&labels, Path::new("/data/nab/realTraffic/speed.csv")).unwrap();
+        assert_eq!(got, vec![w]);
+        let err = windows_for(&labels, Path::new("other/speed.csv")).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("other/speed.csv") && msg.contains("combined_windows.json"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn the_embedded_font_is_valid() {
+        let bytes: &'static [u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+        assert!(plotters::style::register_font("test-font", FontStyle::Normal, bytes).is_ok());
+    }
+
+    #[test]
+    fn drawing_refuses_empty_input_and_unknown_formats() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = PlotOptions::default();
+        assert!(matches!(
+            draw(&dir.path().join("a.png"), &[], &opts),
+            Err(PlotError::Empty)
+        ));
+        let p = points(10, 1, |_| 0.0);
+        assert!(matches!(
+            draw(&dir.path().join("a.gif"), &p, &opts),
+            Err(PlotError::UnsupportedFormat { .. })
+        ));
+        assert!(!dir.path().join("a.gif").exists());
+    }
+
+    proptest! {
+        #[test]
+        fn rolling_mean_matches_the_definition(
+            values in proptest::collection::vec(proptest::option::of(0.0f64..100.0), 0..60),
+            window in 1usize..10,
+        ) {
+            let got = rolling_mean(&values, window);
+            prop_assert_eq!(got.len(), values.len());
+            for (i, g) in got.iter().enumerate() {
+                let lo = (i + 1).saturating_sub(window);
+                let seen: Vec<f64> = values[lo..=i].iter().flatten().copied().collect();
+                match g {
+                    None => prop_assert!(seen.is_empty()),
+                    Some(m) => {
+                        let want = seen.iter().sum::<f64>() / seen.len() as f64;
+                        prop_assert!((m - want).abs() < 1e-9);
+                    }
+                }
+            }
+        }
+    }
 }
