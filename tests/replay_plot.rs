@@ -306,3 +306,64 @@ fn bad_plot_size_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("invalid plot size"), "{stderr}");
 }
+
+/// Decode a PNG to its raw pixels.
+fn png_pixels(path: &Path) -> Vec<u8> {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    buf.truncate(info.buffer_size());
+    buf
+}
+
+/// The committed picture and the numbers in docs/learning.md agree with a
+/// fresh run of the documented command. Slow in a debug build (13 173
+/// steps): `cargo test --release --test replay_plot -- --ignored`.
+#[test]
+#[ignore = "full hot-gym, 3 passes; run with --release -- --ignored"]
+fn docs_agree_with_a_fresh_run() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("hotgym-learning.png");
+    let data = shared_dir().join("data/hotgym.csv");
+    let out = replay(&[
+        s(&data),
+        "--preset",
+        "nab",
+        "--passes",
+        "3",
+        "--plot",
+        s(&png),
+    ]);
+    let (_, stderr) = ok(&out);
+    assert!(
+        png_pixels(&png) == png_pixels(&root.join("docs/hotgym-learning.png")),
+        "docs/hotgym-learning.png differs from a fresh run"
+    );
+    let doc = std::fs::read_to_string(root.join("docs/learning.md")).unwrap();
+    for pass in 1..=3 {
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with(&format!("pass {pass}: mean_raw_anomaly=")))
+            .unwrap();
+        let field = |name: &str| -> f64 {
+            let v = line.split(&format!("{name}=")).nth(1).unwrap();
+            v.split_whitespace().next().unwrap().parse().unwrap()
+        };
+        let row = format!(
+            "| {pass} | {:.4} | {:.2} | {:.2} |",
+            field("mean_raw_anomaly"),
+            field("rmse_1step"),
+            field("mae_1step")
+        );
+        assert!(doc.contains(&row), "docs/learning.md lacks `{row}`");
+    }
+    let settled = stderr
+        .lines()
+        .find(|l| l.starts_with("pass 1: settled"))
+        .unwrap();
+    for want in ["<=0.2 from row 236", "<=0.1 from row 529", "from row 52"] {
+        assert!(settled.contains(want), "{settled}");
+    }
+}

@@ -162,7 +162,7 @@ impl FromStr for PlotSize {
 }
 
 /// What to draw besides the steps.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct PlotOptions {
     pub size: PlotSize,
     /// The alert threshold on the log-likelihood (a horizontal line).
@@ -173,6 +173,19 @@ pub struct PlotOptions {
     pub windows: Vec<Window>,
     /// Title line (e.g. the file name and preset).
     pub title: String,
+}
+
+impl Default for PlotOptions {
+    /// 1600×900, threshold 0.5, no freeze, no windows, no title.
+    fn default() -> Self {
+        Self {
+            size: PlotSize::default(),
+            threshold: 0.5,
+            no_learn_after: None,
+            windows: Vec::new(),
+            title: String::new(),
+        }
+    }
 }
 
 /// The windows of `file` in NAB labels: the key is the file's last two path
@@ -923,7 +936,7 @@ mod tests {
                     row,
                     timestamp: t(row as i64),
                     value: row as f64,
-                    predicted: (step > 0).then(|| row as f64 + 1.0),
+                    predicted: (step > 0).then_some(row as f64 + 1.0),
                     raw_anomaly: raw(step),
                     log_likelihood: 0.1,
                     bursting_fraction: Some(raw(step)),
