@@ -13,6 +13,8 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use htm_stream::model::ModelParams;
+use htm_stream::nab::corpus::read_labels;
+use htm_stream::replay::plot::{self, PlotFormat, PlotOptions, PlotPoint, PlotSize};
 use htm_stream::replay::run::{
     replay, write_out_row, write_trace_row, RangeMode, ReplayOptions, OUT_HEADER, TRACE_HEADER,
 };
@@ -80,6 +82,20 @@ struct ReplayArgs {
     /// (repeatable; values are JSON).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// Draw the learning plot (value and forecast, anomaly and likelihood,
+    /// learning curve) into this file: `.png` or `.svg`.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// NAB `combined_windows.json` (or its directory): shade this file's
+    /// anomaly windows in the plot (key: the file's `<category>/<name>.csv`).
+    #[arg(long, requires = "plot")]
+    labels: Option<PathBuf>,
+    /// Plot size in pixels.
+    #[arg(long, default_value = "1600x900")]
+    plot_size: PlotSize,
+    /// Alert threshold on the log-likelihood, drawn in the plot.
+    #[arg(long, default_value_t = 0.5)]
+    threshold: f64,
 }
 
 fn main() -> Result<()> {
@@ -127,6 +143,14 @@ fn run_replay(args: ReplayArgs) -> Result<()> {
         params.sp.seed = seed;
         params.tm.seed = seed;
     }
+    // Check the plot's file name and the labels before the (long) replay.
+    if let Some(path) = &args.plot {
+        PlotFormat::from_path(path)?;
+    }
+    let windows = match &args.labels {
+        Some(path) => plot::windows_for(&read_labels(path)?, &args.file)?,
+        None => Vec::new(),
+    };
     let samples = read_series(&args.file, args.format)?;
     let mut out = args.out.as_ref().map(create).transpose()?;
     let mut trace = args.trace.as_ref().map(create).transpose()?;
@@ -153,7 +177,9 @@ fn run_replay(args: ReplayArgs) -> Result<()> {
         no_learn_after: args.no_learn_after,
     };
     let mut io_error: Option<std::io::Error> = None;
+    let mut points: Vec<PlotPoint> = Vec::with_capacity(total as usize);
     let summary = replay(&samples, &options, |record| {
+        points.push(PlotPoint::from(record));
         if record.step % 256 == 0 {
             bar.set_position(record.step);
         }
@@ -194,5 +220,38 @@ fn run_replay(args: ReplayArgs) -> Result<()> {
             );
         }
     }
+    let curves = plot::LearningCurves::new(&points);
+    for s in plot::settling(&points, &curves) {
+        eprintln!("{s}");
+    }
+    if let Some(path) = &args.plot {
+        let options = PlotOptions {
+            size: args.plot_size,
+            threshold: args.threshold,
+            no_learn_after: args.no_learn_after,
+            windows,
+            title: plot_title(&args),
+        };
+        plot::draw(path, &points, &options)?;
+        eprintln!("plot written to {}", path.display());
+    }
     Ok(())
+}
+
+/// `file — preset P, N passes[, learning frozen after K steps]`.
+fn plot_title(args: &ReplayArgs) -> String {
+    let name = args.file.file_name().map_or_else(
+        || args.file.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let mut title = format!(
+        "{name}: HTM learning online (preset {}, {} pass{})",
+        args.preset,
+        args.passes,
+        if args.passes == 1 { "" } else { "es" }
+    );
+    if let Some(k) = args.no_learn_after {
+        title.push_str(&format!(", learning frozen after {k} steps"));
+    }
+    title
 }
