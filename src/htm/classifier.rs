@@ -197,6 +197,9 @@ impl Classifier {
     fn grow_categories(&mut self, categories: usize) {
         let old = self.num_categories;
         let rows = self.num_rows();
+        // Exact: a doubling here would leave up to half the table unused.
+        self.weights
+            .reserve_exact((rows * categories).saturating_sub(self.weights.len()));
         self.weights.resize(rows * categories, 0.0);
         if old > 0 {
             for row in (0..rows).rev() {

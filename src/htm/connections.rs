@@ -9,9 +9,14 @@
 //!   are handed out again most-recent-first, so memory stays bounded and the
 //!   id sequence (which decides tie-breaks) matches htm.core's.
 //! * **A presynaptic reverse index.** For every presynaptic cell we keep the
-//!   synapses it feeds, split into connected and unconnected lists, so
+//!   synapses it feeds, each entry flagged connected or not (the flag flips
+//!   in place when a permanence crosses the threshold), so
 //!   [`Connections::compute_activity`] touches only the synapses of the
 //!   *active* cells, never the whole store.
+//! * **No per-cell `Vec`.** The per-cell lists (segments of a cell, synapses
+//!   fed by a cell) live in a [`ListPool`]: one flat buffer of
+//!   power-of-two blocks plus a 12-byte head per list, instead of a 24-byte
+//!   `Vec` header and a heap block per cell.
 //! * **Exact update rules.** A synapse is connected when its permanence is at
 //!   least `connected_permanence − 1e-6`; pruning removes a synapse whose
 //!   permanence would fall below `1e-6`; removing a synapse from a segment is
@@ -28,12 +33,161 @@ pub const PERMANENCE_EPSILON: f32 = 1e-6;
 /// Marks a destroyed segment's owner or a destroyed synapse's segment.
 const DEAD: u32 = u32::MAX;
 
+/// The connected flag in [`Fanout::tagged`].
+const CONNECTED_FLAG: u32 = 1 << 31;
+
 /// One entry of the reverse index: a synapse fed by the indexed cell, and the
 /// segment it belongs to (kept here so counting needs no second lookup).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Fanout {
-    segment: u32,
+    /// The segment id, with [`CONNECTED_FLAG`] set while the synapse is
+    /// connected.
+    tagged: u32,
     synapse: u32,
+}
+
+impl Fanout {
+    fn segment(self) -> u32 {
+        self.tagged & !CONNECTED_FLAG
+    }
+
+    fn connected(self) -> bool {
+        self.tagged & CONNECTED_FLAG != 0
+    }
+}
+
+/// Where one list of a [`ListPool`] lives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct ListHead {
+    start: u32,
+    len: u32,
+    cap: u32,
+}
+
+/// Many small growable lists in one buffer: list `i` occupies
+/// `items[start..start + len]` of a block of `cap` slots (a power of two, at
+/// least 4; 0 while the list has never held anything). A full list moves to
+/// a block twice as large; freed blocks are kept per size and reused. Memory
+/// is at most about twice the items plus 12 bytes a list.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct ListPool<T> {
+    heads: Vec<ListHead>,
+    items: Vec<T>,
+    /// Free block starts, by `log2(cap)`.
+    free: Vec<Vec<u32>>,
+}
+
+impl<T: Copy + Default> ListPool<T> {
+    fn with_lists(n: usize) -> Self {
+        Self {
+            heads: vec![ListHead::default(); n],
+            items: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+
+    fn num_lists(&self) -> usize {
+        self.heads.len()
+    }
+
+    /// Make lists `0..n` exist (new ones empty).
+    fn ensure_lists(&mut self, n: usize) {
+        if self.heads.len() < n {
+            self.heads.resize(n, ListHead::default());
+        }
+    }
+
+    #[inline]
+    fn get(&self, list: usize) -> &[T] {
+        let h = self.heads[list];
+        &self.items[h.start as usize..(h.start + h.len) as usize]
+    }
+
+    #[inline]
+    fn get_mut(&mut self, list: usize) -> &mut [T] {
+        let h = self.heads[list];
+        &mut self.items[h.start as usize..(h.start + h.len) as usize]
+    }
+
+    fn push(&mut self, list: usize, item: T) {
+        let h = self.heads[list];
+        if h.len == h.cap {
+            let cap = (h.cap * 2).max(4);
+            let start = self.alloc(cap);
+            self.items
+                .copy_within(h.start as usize..(h.start + h.len) as usize, start as usize);
+            if h.cap > 0 {
+                self.release(h.start, h.cap);
+            }
+            self.heads[list] = ListHead {
+                start,
+                len: h.len,
+                cap,
+            };
+        }
+        let h = &mut self.heads[list];
+        self.items[(h.start + h.len) as usize] = item;
+        h.len += 1;
+    }
+
+    /// Remove item `at`, the last item taking its place.
+    fn swap_remove(&mut self, list: usize, at: usize) {
+        let h = &mut self.heads[list];
+        debug_assert!(at < h.len as usize);
+        h.len -= 1;
+        let last = (h.start + h.len) as usize;
+        self.items[h.start as usize + at] = self.items[last];
+    }
+
+    /// Remove item `at`, keeping the order of the others.
+    fn remove(&mut self, list: usize, at: usize) {
+        let h = &mut self.heads[list];
+        debug_assert!(at < h.len as usize);
+        let (start, end) = (h.start as usize, (h.start + h.len) as usize);
+        h.len -= 1;
+        self.items.copy_within(start + at + 1..end, start + at);
+    }
+
+    fn alloc(&mut self, cap: u32) -> u32 {
+        let class = cap.trailing_zeros() as usize;
+        if let Some(start) = self.free.get_mut(class).and_then(Vec::pop) {
+            return start;
+        }
+        let start = u32::try_from(self.items.len()).expect("list pool exceeds u32 slots");
+        self.items
+            .resize(self.items.len() + cap as usize, T::default());
+        start
+    }
+
+    fn release(&mut self, start: u32, cap: u32) {
+        let class = cap.trailing_zeros() as usize;
+        if self.free.len() <= class {
+            self.free.resize_with(class + 1, Vec::new);
+        }
+        self.free[class].push(start);
+    }
+
+    /// Total items over all lists.
+    #[cfg(test)]
+    fn total_len(&self) -> usize {
+        self.heads.iter().map(|h| h.len as usize).sum()
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.heads.capacity() * size_of::<ListHead>()
+            + self.items.capacity() * size_of::<T>()
+            + self.free.capacity() * size_of::<Vec<u32>>()
+            + self.free.iter().map(|f| f.capacity() * 4).sum::<usize>()
+    }
+}
+
+impl Default for Fanout {
+    fn default() -> Self {
+        Self {
+            tagged: 0,
+            synapse: DEAD,
+        }
+    }
 }
 
 /// Cells, their segments and the segments' synapses (§2).
@@ -45,7 +199,7 @@ pub struct Connections {
     connected_threshold: f32,
 
     /// Per cell: its segments, in creation order.
-    cell_segments: Vec<Vec<u32>>,
+    cell_segments: ListPool<u32>,
 
     /// Per segment id: owning cell, or `DEAD` once destroyed.
     segment_cell: Vec<u32>,
@@ -63,17 +217,15 @@ pub struct Connections {
     synapse_segment: Vec<u32>,
     /// Per synapse id: the permanence, always in `[0, 1]`.
     synapse_permanence: Vec<f32>,
-    /// Per synapse id: its slot in its presynaptic cell's connected or
-    /// unconnected list (which one follows from the permanence).
+    /// Per synapse id: its slot in its presynaptic cell's fanout list.
     synapse_slot: Vec<u32>,
     /// Destroyed synapse ids, reused last-in first-out.
     free_synapses: Vec<u32>,
 
-    /// Per presynaptic cell: the connected synapses it feeds. Grows on demand,
-    /// so the input space may be larger than `num_cells`.
-    presyn_connected: Vec<Vec<Fanout>>,
-    /// Per presynaptic cell: the unconnected synapses it feeds.
-    presyn_unconnected: Vec<Vec<Fanout>>,
+    /// Per presynaptic cell: the synapses it feeds, flagged connected or
+    /// not. Grows on demand, so the input space may be larger than
+    /// `num_cells`.
+    fanout: ListPool<Fanout>,
 
     /// Reused buffer for synapse lists being edited (not state).
     #[serde(skip)]
@@ -149,7 +301,7 @@ impl Connections {
         Self {
             num_cells,
             connected_threshold: connected_permanence - PERMANENCE_EPSILON,
-            cell_segments: vec![Vec::new(); num_cells as usize],
+            cell_segments: ListPool::with_lists(num_cells as usize),
             segment_cell: Vec::new(),
             segment_synapses: Vec::new(),
             segment_connected: Vec::new(),
@@ -159,8 +311,7 @@ impl Connections {
             synapse_permanence: Vec::new(),
             synapse_slot: Vec::new(),
             free_synapses: Vec::new(),
-            presyn_connected: Vec::new(),
-            presyn_unconnected: Vec::new(),
+            fanout: ListPool::default(),
             scratch: Vec::new(),
             candidates: Vec::new(),
         }
@@ -186,7 +337,7 @@ impl Connections {
     /// destroyed first. `0` means no limit.
     pub fn create_segment(&mut self, cell: u32, max_segments_per_cell: u32) -> u32 {
         if max_segments_per_cell > 0 {
-            while self.cell_segments[cell as usize].len() >= max_segments_per_cell as usize {
+            while self.cell_segments.get(cell as usize).len() >= max_segments_per_cell as usize {
                 let victim = self.least_useful_segment(cell);
                 self.destroy_segment(victim);
             }
@@ -200,13 +351,14 @@ impl Connections {
             }
             None => {
                 let id = self.segment_cell.len() as u32;
+                assert!(id < CONNECTED_FLAG, "too many segments");
                 self.segment_cell.push(cell);
                 self.segment_synapses.push(Vec::new());
                 self.segment_connected.push(0);
                 id
             }
         };
-        self.cell_segments[cell as usize].push(segment);
+        self.cell_segments.push(cell as usize, segment);
         segment
     }
 
@@ -214,7 +366,7 @@ impl Connections {
     /// synapse order); ties go to the smaller segment id.
     fn least_useful_segment(&self, cell: u32) -> u32 {
         let mut best: Option<(f32, u32)> = None;
-        for &segment in &self.cell_segments[cell as usize] {
+        for &segment in self.cell_segments.get(cell as usize) {
             let score: f32 = self.segment_synapses[segment as usize]
                 .iter()
                 .map(|&s| {
@@ -292,7 +444,7 @@ impl Connections {
         let segment = self.synapse_segment[i];
         assert!(segment != DEAD, "synapse {synapse} destroyed twice");
         let connected = self.is_connected(synapse);
-        self.index_remove(synapse, connected);
+        self.index_remove(synapse);
         if connected {
             self.segment_connected[segment as usize] -= 1;
         }
@@ -314,12 +466,13 @@ impl Connections {
         while let Some(&last) = self.segment_synapses[segment as usize].last() {
             self.destroy_synapse(last);
         }
-        let list = &mut self.cell_segments[cell as usize];
-        let at = list
+        let at = self
+            .cell_segments
+            .get(cell as usize)
             .iter()
             .position(|&s| s == segment)
             .expect("segment missing from its cell");
-        list.remove(at);
+        self.cell_segments.remove(cell as usize, at);
         self.segment_cell[segment as usize] = DEAD;
         self.free_segments.push(segment);
     }
@@ -337,8 +490,10 @@ impl Connections {
         self.synapse_permanence[i] = permanence;
         if was != now {
             let segment = self.synapse_segment[i] as usize;
-            self.index_remove(synapse, was);
-            self.index_insert(synapse, now);
+            let presyn = self.synapse_presyn[i] as usize;
+            let entry = &mut self.fanout.get_mut(presyn)[self.synapse_slot[i] as usize];
+            debug_assert_eq!(entry.synapse, synapse);
+            entry.tagged ^= CONNECTED_FLAG;
             if now {
                 self.segment_connected[segment] += 1;
             } else {
@@ -523,15 +678,11 @@ impl Connections {
     /// synapses fed by the active cells.
     pub fn compute_activity(&self, active_presynaptic: &[u32], activity: &mut SegmentActivity) {
         activity.reset(self.segment_cell.len());
+        let lists = self.fanout.num_lists();
         for &cell in active_presynaptic {
-            if let Some(list) = self.presyn_connected.get(cell as usize) {
-                for f in list {
-                    activity.count(f.segment, 1);
-                }
-            }
-            if let Some(list) = self.presyn_unconnected.get(cell as usize) {
-                for f in list {
-                    activity.count(f.segment, 0);
+            if (cell as usize) < lists {
+                for f in self.fanout.get(cell as usize) {
+                    activity.count(f.segment(), u32::from(f.connected()));
                 }
             }
         }
@@ -541,7 +692,7 @@ impl Connections {
 
     /// The live segments of `cell`, in creation order.
     pub fn segments_for_cell(&self, cell: u32) -> &[u32] {
-        &self.cell_segments[cell as usize]
+        self.cell_segments.get(cell as usize)
     }
 
     /// The synapses of `segment`, in their current (swap-remove) order.
@@ -607,16 +758,10 @@ impl Connections {
         fn nested<T>(v: &[Vec<T>]) -> usize {
             v.iter().map(|x| x.capacity() * size_of::<T>()).sum()
         }
-        let outer = size_of::<Vec<u32>>()
-            * (self.cell_segments.capacity()
-                + self.segment_synapses.capacity()
-                + self.presyn_connected.capacity()
-                + self.presyn_unconnected.capacity());
-        outer
-            + nested(&self.cell_segments)
+        size_of::<Vec<u32>>() * self.segment_synapses.capacity()
             + nested(&self.segment_synapses)
-            + nested(&self.presyn_connected)
-            + nested(&self.presyn_unconnected)
+            + self.cell_segments.memory_bytes()
+            + self.fanout.memory_bytes()
             + 4 * (self.segment_cell.capacity()
                 + self.segment_connected.capacity()
                 + self.free_segments.capacity()
@@ -633,33 +778,24 @@ impl Connections {
 
     fn index_insert(&mut self, synapse: u32, connected: bool) {
         let presyn = self.synapse_presyn[synapse as usize] as usize;
-        if presyn >= self.presyn_connected.len() {
-            self.presyn_connected.resize_with(presyn + 1, Vec::new);
-            self.presyn_unconnected.resize_with(presyn + 1, Vec::new);
-        }
-        let list = if connected {
-            &mut self.presyn_connected[presyn]
-        } else {
-            &mut self.presyn_unconnected[presyn]
-        };
-        self.synapse_slot[synapse as usize] = list.len() as u32;
-        list.push(Fanout {
-            segment: self.synapse_segment[synapse as usize],
-            synapse,
-        });
+        self.fanout.ensure_lists(presyn + 1);
+        self.synapse_slot[synapse as usize] = self.fanout.get(presyn).len() as u32;
+        let flag = if connected { CONNECTED_FLAG } else { 0 };
+        self.fanout.push(
+            presyn,
+            Fanout {
+                tagged: self.synapse_segment[synapse as usize] | flag,
+                synapse,
+            },
+        );
     }
 
-    fn index_remove(&mut self, synapse: u32, connected: bool) {
+    fn index_remove(&mut self, synapse: u32) {
         let presyn = self.synapse_presyn[synapse as usize] as usize;
-        let list = if connected {
-            &mut self.presyn_connected[presyn]
-        } else {
-            &mut self.presyn_unconnected[presyn]
-        };
         let slot = self.synapse_slot[synapse as usize] as usize;
-        debug_assert_eq!(list[slot].synapse, synapse);
-        list.swap_remove(slot);
-        if let Some(moved) = list.get(slot) {
+        debug_assert_eq!(self.fanout.get(presyn)[slot].synapse, synapse);
+        self.fanout.swap_remove(presyn, slot);
+        if let Some(moved) = self.fanout.get(presyn).get(slot) {
             self.synapse_slot[moved.synapse as usize] = slot as u32;
         }
     }
@@ -671,8 +807,8 @@ impl Connections {
     /// panics with a description of the first inconsistency.
     pub(crate) fn check_invariants(&self) {
         let mut live_synapses = 0;
-        for (cell, segments) in self.cell_segments.iter().enumerate() {
-            for &segment in segments {
+        for cell in 0..self.cell_segments.num_lists() {
+            for &segment in self.cell_segments.get(cell) {
                 assert_eq!(self.segment_cell[segment as usize], cell as u32);
             }
         }
@@ -691,20 +827,14 @@ impl Connections {
                 assert_eq!(self.synapse_segment[s], segment as u32);
                 let p = self.synapse_permanence[s];
                 assert!((0.0..=1.0).contains(&p), "permanence {p} out of range");
-                let list = if self.is_connected(synapse) {
+                if self.is_connected(synapse) {
                     connected += 1;
-                    &self.presyn_connected[self.synapse_presyn[s] as usize]
-                } else {
-                    &self.presyn_unconnected[self.synapse_presyn[s] as usize]
-                };
+                }
+                let list = self.fanout.get(self.synapse_presyn[s] as usize);
                 let entry = list[self.synapse_slot[s] as usize];
-                assert_eq!(
-                    entry,
-                    Fanout {
-                        segment: segment as u32,
-                        synapse
-                    }
-                );
+                assert_eq!(entry.synapse, synapse);
+                assert_eq!(entry.segment(), segment as u32);
+                assert_eq!(entry.connected(), self.is_connected(synapse));
                 presyns.push(self.synapse_presyn[s]);
             }
             assert_eq!(self.segment_connected[segment], connected);
@@ -713,8 +843,7 @@ impl Connections {
             presyns.dedup();
             assert_eq!(presyns.len(), n, "duplicate presynaptic cell on {segment}");
         }
-        let indexed: usize = self.presyn_connected.iter().map(Vec::len).sum::<usize>()
-            + self.presyn_unconnected.iter().map(Vec::len).sum::<usize>();
+        let indexed = self.fanout.total_len();
         assert_eq!(indexed, live_synapses);
         assert_eq!(self.num_synapses(), live_synapses);
         for &synapse in &self.free_synapses {
@@ -1031,6 +1160,42 @@ mod tests {
         assert_eq!((c.num_segments(), c.num_synapses()), (1, 4));
         assert!(c.memory_bytes() > 0);
         c.check_invariants();
+    }
+
+    proptest! {
+        #[test]
+        fn list_pool_behaves_like_vecs(
+            ops in proptest::collection::vec((0usize..5, 0u8..3, any::<u16>()), 0..300),
+        ) {
+            let mut pool = ListPool::<u32>::with_lists(3);
+            let mut model: Vec<Vec<u32>> = vec![Vec::new(); 3];
+            for (list, kind, x) in ops {
+                pool.ensure_lists(list + 1);
+                if model.len() <= list {
+                    model.resize(list + 1, Vec::new());
+                }
+                let len = model[list].len();
+                match kind {
+                    0 => {
+                        pool.push(list, u32::from(x));
+                        model[list].push(u32::from(x));
+                    }
+                    1 if len > 0 => {
+                        pool.swap_remove(list, x as usize % len);
+                        model[list].swap_remove(x as usize % len);
+                    }
+                    2 if len > 0 => {
+                        pool.remove(list, x as usize % len);
+                        model[list].remove(x as usize % len);
+                    }
+                    _ => {}
+                }
+                for (i, v) in model.iter().enumerate() {
+                    prop_assert_eq!(pool.get(i), v.as_slice());
+                }
+            }
+            prop_assert_eq!(pool.total_len(), model.iter().map(Vec::len).sum::<usize>());
+        }
     }
 
     #[derive(Clone, Debug)]

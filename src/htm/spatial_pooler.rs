@@ -16,15 +16,19 @@
 //! so that a pooler built here produces the same columns as htm.core's bit
 //! for bit (checked by the `ExactOutput` scenario in the tests below).
 //!
-//! Layout: the potential pools of all columns live in two flat arrays
-//! (input index, f32 permanence), column `c` owning the slice
-//! `pool_offsets[c]..pool_offsets[c + 1]`, its inputs ascending. A reverse
-//! index from each input to the columns holding a *connected* synapse from it
-//! makes the overlap cost proportional to the active inputs; it is kept in
-//! step with every permanence change that crosses the connected threshold and
-//! is rebuilt (not stored) when a pooler is deserialized.
-
-use std::cmp::Ordering;
+//! Layout: every column owns one row of bits over the input space saying
+//! which inputs are in its potential pool, and a second row saying which of
+//! those synapses are connected. The permanences live in one flat `f32`
+//! array, column `c` owning `pool_offsets[c]..pool_offsets[c + 1]` in
+//! ascending input order (the order of the set bits). A column's overlap is
+//! then the population count of its connected row AND the input's bits — a
+//! few words per column, no per-synapse index to maintain when a permanence
+//! crosses the connected threshold (the row is rewritten as the column's
+//! synapses are walked). Both rows cost `num_inputs / 8` bytes per column,
+//! which suits the encoder-sized inputs this service feeds (hundreds to a few
+//! thousand bits). The connected rows are derived, so they are rebuilt, not
+//! stored, when a pooler is deserialized; the stored format lists the pool
+//! inputs explicitly.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -43,8 +47,6 @@ const UPDATE_PERIOD: u32 = 50;
 /// Largest supported number of input / column dimensions (fixed-size
 /// coordinate buffers keep neighbourhood walks allocation-free).
 pub const MAX_DIMENSIONS: usize = 8;
-/// Marks a synapse that is not in the connected reverse index.
-const NOT_CONNECTED: u32 = u32::MAX;
 
 /// Spatial Pooler parameters (reference §3.1; JSON names are the field names).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -133,9 +135,100 @@ fn invalid(field: &'static str, message: impl Into<String>) -> SpatialPoolerErro
     }
 }
 
-/// Everything that defines a pooler; this is what (de)serializes.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// The serialized form of a pooler: everything that defines it, the
+/// potential pools as explicit input lists.
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct Stored {
+    params: SpatialPoolerParams,
+    input_dimensions: Vec<u32>,
+    num_inputs: u32,
+    num_columns: u32,
+    potential_radius: u32,
+    connected_threshold: f32,
+    pool_offsets: Vec<u32>,
+    /// Presynaptic input of every synapse, ascending within a column.
+    pool_inputs: Vec<u32>,
+    pool_perms: Vec<f32>,
+    overlap_duty_cycles: Vec<f32>,
+    active_duty_cycles: Vec<f32>,
+    min_overlap_duty_cycles: Vec<f32>,
+    boost_factors: Vec<f32>,
+    inhibition_radius: u32,
+    iteration_num: u32,
+    iteration_learn_num: u32,
+    rng: Random,
+}
+
+/// [`Stored`] borrowed from a live pooler, field for field in the same order,
+/// so serializing needs no copy of the permanences.
+#[derive(Serialize)]
+#[serde(rename = "Stored")]
+struct StoredRef<'a> {
+    params: &'a SpatialPoolerParams,
+    input_dimensions: &'a [u32],
+    num_inputs: u32,
+    num_columns: u32,
+    potential_radius: u32,
+    connected_threshold: f32,
+    pool_offsets: &'a [u32],
+    pool_inputs: PoolInputs<'a>,
+    pool_perms: &'a [f32],
+    overlap_duty_cycles: &'a [f32],
+    active_duty_cycles: &'a [f32],
+    min_overlap_duty_cycles: &'a [f32],
+    boost_factors: &'a [f32],
+    inhibition_radius: u32,
+    iteration_num: u32,
+    iteration_learn_num: u32,
+    rng: &'a Random,
+}
+
+/// Serializes the potential rows as the list of pool inputs, column after
+/// column, ascending within a column.
+struct PoolInputs<'a> {
+    potential: &'a [u64],
+    row_words: usize,
+}
+
+/// The positions of the set bits of a word, ascending.
+#[derive(Clone, Copy, Debug)]
+struct SetBits(u64);
+
+impl Iterator for SetBits {
+    type Item = u32;
+
+    #[inline]
+    fn next(&mut self) -> Option<u32> {
+        if self.0 == 0 {
+            return None;
+        }
+        let b = self.0.trailing_zeros();
+        self.0 &= self.0 - 1;
+        Some(b)
+    }
+}
+
+impl Serialize for PoolInputs<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // Every row starts at a word boundary and rows are contiguous, so the
+        // set bits of one row come out ascending; the input index of a bit is
+        // its position within the row.
+        use serde::ser::SerializeSeq;
+        let len = self.potential.iter().map(|w| w.count_ones() as usize).sum();
+        let mut seq = serializer.serialize_seq(Some(len))?;
+        for (w, &bits) in self.potential.iter().enumerate() {
+            let base = 64 * (w % self.row_words) as u32;
+            for b in SetBits(bits) {
+                seq.serialize_element(&(base + b))?;
+            }
+        }
+        seq.end()
+    }
+}
+
+/// Everything that defines a pooler (the learned state and its shape).
+#[derive(Clone, Debug)]
 struct State {
     params: SpatialPoolerParams,
     input_dimensions: Vec<u32>,
@@ -148,9 +241,12 @@ struct State {
     connected_threshold: f32,
     /// Column `c`'s synapses are `pool_offsets[c]..pool_offsets[c + 1]`.
     pool_offsets: Vec<u32>,
-    /// Presynaptic input of every synapse, ascending within a column.
-    pool_inputs: Vec<u32>,
-    /// Permanence of every synapse, in [0, 1].
+    /// Words per column row (`ceil(num_inputs / 64)`).
+    row_words: usize,
+    /// Column `c`'s potential pool: bit `i` of row `c` (words
+    /// `c * row_words..`) is set iff input `i` is in the pool.
+    potential: Vec<u64>,
+    /// Permanence of every synapse, in [0, 1], inputs ascending per column.
     pool_perms: Vec<f32>,
     overlap_duty_cycles: Vec<f32>,
     active_duty_cycles: Vec<f32>,
@@ -170,17 +266,15 @@ struct State {
 #[derive(Clone, Debug)]
 pub struct SpatialPooler {
     state: State,
-    /// Per input: the columns with a connected synapse from it (any order).
+    /// Column `c`'s connected synapses, laid out like `state.potential`.
     /// Derived from the permanences; rebuilt on deserialization.
-    connected_columns: Vec<Vec<u32>>,
-    /// Per input: the synapse ids matching `connected_columns`, so an entry
-    /// can be removed in O(1).
-    connected_synapses: Vec<Vec<u32>>,
-    /// Per synapse: its position in its input's connected lists, or
-    /// `NOT_CONNECTED`.
-    connected_slot: Vec<u32>,
+    connected: Vec<u64>,
     /// Per column: number of connected synapses.
     num_connected: Vec<u32>,
+    /// The input of the current compute as a bit row (scratch, reused).
+    input_bits: Vec<u64>,
+    /// Sort keys for global inhibition (scratch, reused).
+    keys: Vec<u64>,
     /// Raw overlaps of the last compute (scratch, reused).
     overlaps: Vec<u32>,
     /// Boosted overlaps of the last compute (scratch, reused).
@@ -195,14 +289,37 @@ pub struct SpatialPooler {
 
 impl Serialize for SpatialPooler {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.state.serialize(serializer)
+        let st = &self.state;
+        StoredRef {
+            params: &st.params,
+            input_dimensions: &st.input_dimensions,
+            num_inputs: st.num_inputs,
+            num_columns: st.num_columns,
+            potential_radius: st.potential_radius,
+            connected_threshold: st.connected_threshold,
+            pool_offsets: &st.pool_offsets,
+            pool_inputs: PoolInputs {
+                potential: &st.potential,
+                row_words: st.row_words,
+            },
+            pool_perms: &st.pool_perms,
+            overlap_duty_cycles: &st.overlap_duty_cycles,
+            active_duty_cycles: &st.active_duty_cycles,
+            min_overlap_duty_cycles: &st.min_overlap_duty_cycles,
+            boost_factors: &st.boost_factors,
+            inhibition_radius: st.inhibition_radius,
+            iteration_num: st.iteration_num,
+            iteration_learn_num: st.iteration_learn_num,
+            rng: &st.rng,
+        }
+        .serialize(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for SpatialPooler {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let state = State::deserialize(deserializer)?;
-        Self::from_state(state).map_err(serde::de::Error::custom)
+        let stored = Stored::deserialize(deserializer)?;
+        Self::from_stored(stored).map_err(serde::de::Error::custom)
     }
 }
 
@@ -216,6 +333,7 @@ impl SpatialPooler {
     ) -> Result<Self, SpatialPoolerError> {
         let (num_inputs, num_columns) = validate(input_dimensions, &params)?;
         let n = num_columns as usize;
+        let row_words = (num_inputs as usize).div_ceil(64);
         let state = State {
             input_dimensions: input_dimensions.to_vec(),
             num_inputs,
@@ -223,7 +341,8 @@ impl SpatialPooler {
             potential_radius: params.potential_radius.min(num_inputs),
             connected_threshold: params.syn_perm_connected - EPS,
             pool_offsets: Vec::with_capacity(n + 1),
-            pool_inputs: Vec::new(),
+            row_words,
+            potential: vec![0; row_words * n],
             pool_perms: Vec::new(),
             overlap_duty_cycles: vec![0.0; n],
             active_duty_cycles: vec![0.0; n],
@@ -244,10 +363,10 @@ impl SpatialPooler {
     fn with_empty_indices(state: State) -> Self {
         let n = state.num_columns as usize;
         Self {
-            connected_columns: vec![Vec::new(); state.num_inputs as usize],
-            connected_synapses: vec![Vec::new(); state.num_inputs as usize],
-            connected_slot: Vec::new(),
+            connected: vec![0; state.potential.len()],
             num_connected: vec![0; n],
+            input_bits: vec![0; state.row_words],
+            keys: Vec::with_capacity(n),
             overlaps: vec![0; n],
             boosted: vec![0.0; n],
             winners: Vec::with_capacity(n),
@@ -257,8 +376,8 @@ impl SpatialPooler {
         }
     }
 
-    /// Restore from a deserialized state: check it, rebuild the indices.
-    fn from_state(state: State) -> Result<Self, SpatialPoolerError> {
+    /// Restore from a deserialized state: check it, rebuild the bit rows.
+    fn from_stored(state: Stored) -> Result<Self, SpatialPoolerError> {
         let (num_inputs, num_columns) = validate(&state.input_dimensions, &state.params)
             .map_err(|e| SpatialPoolerError::CorruptState(e.to_string()))?;
         let corrupt = |m: &str| Err(SpatialPoolerError::CorruptState(m.to_string()));
@@ -290,28 +409,95 @@ impl SpatialPooler {
         {
             return corrupt("per-column arrays have the wrong length");
         }
+        let row_words = (num_inputs as usize).div_ceil(64);
+        let mut potential = vec![0u64; row_words * n];
+        for c in 0..n {
+            let pool = &state.pool_inputs
+                [state.pool_offsets[c] as usize..state.pool_offsets[c + 1] as usize];
+            if pool.windows(2).any(|w| w[0] >= w[1]) {
+                return corrupt("a potential pool is not strictly ascending");
+            }
+            let row = &mut potential[c * row_words..(c + 1) * row_words];
+            for &i in pool {
+                row[(i / 64) as usize] |= 1u64 << (i % 64);
+            }
+        }
+        let state = State {
+            params: state.params,
+            input_dimensions: state.input_dimensions,
+            num_inputs,
+            num_columns,
+            potential_radius: state.potential_radius,
+            connected_threshold: state.connected_threshold,
+            pool_offsets: state.pool_offsets,
+            row_words,
+            potential,
+            pool_perms: state.pool_perms,
+            overlap_duty_cycles: state.overlap_duty_cycles,
+            active_duty_cycles: state.active_duty_cycles,
+            min_overlap_duty_cycles: state.min_overlap_duty_cycles,
+            boost_factors: state.boost_factors,
+            inhibition_radius: state.inhibition_radius,
+            iteration_num: state.iteration_num,
+            iteration_learn_num: state.iteration_learn_num,
+            rng: state.rng,
+        };
         let mut sp = Self::with_empty_indices(state);
         sp.rebuild_connected_index();
         Ok(sp)
     }
 
+    /// Recompute every column's connected row from the permanences.
     fn rebuild_connected_index(&mut self) {
-        let st = &self.state;
-        self.connected_slot = vec![NOT_CONNECTED; st.pool_inputs.len()];
-        self.connected_columns.iter_mut().for_each(Vec::clear);
-        self.connected_synapses.iter_mut().for_each(Vec::clear);
-        self.num_connected.fill(0);
-        for c in 0..st.num_columns as usize {
-            for s in st.pool_offsets[c] as usize..st.pool_offsets[c + 1] as usize {
-                if st.pool_perms[s] >= st.connected_threshold {
-                    let input = st.pool_inputs[s] as usize;
-                    self.connected_slot[s] = self.connected_columns[input].len() as u32;
-                    self.connected_columns[input].push(c as u32);
-                    self.connected_synapses[input].push(s as u32);
-                    self.num_connected[c] += 1;
-                }
-            }
+        for c in 0..self.state.num_columns {
+            self.update_column(c, |_, perm| perm);
         }
+    }
+
+    /// Walk the synapses of `column` in input order, setting each permanence
+    /// to `f(is_input_active, old)` clamped to [0, 1] (`is_input_active`
+    /// reads `self.input_bits`), and rewrite the column's connected row and
+    /// count to match.
+    #[inline]
+    fn update_column(&mut self, column: u32, f: impl Fn(bool, f32) -> f32) {
+        let st = &mut self.state;
+        let c = column as usize;
+        let row = c * st.row_words..(c + 1) * st.row_words;
+        let threshold = st.connected_threshold;
+        let mut s = st.pool_offsets[c] as usize;
+        let mut count = 0;
+        for ((&pot, conn), &active) in st.potential[row.clone()]
+            .iter()
+            .zip(&mut self.connected[row])
+            .zip(&self.input_bits)
+        {
+            let mut connected = 0u64;
+            let mut bits = pot;
+            while bits != 0 {
+                let bit = bits & bits.wrapping_neg();
+                bits ^= bit;
+                let perm = f(active & bit != 0, st.pool_perms[s]).clamp(0.0, 1.0);
+                st.pool_perms[s] = perm;
+                if perm >= threshold {
+                    connected |= bit;
+                }
+                s += 1;
+            }
+            *conn = connected;
+            count += connected.count_ones();
+        }
+        debug_assert_eq!(s, st.pool_offsets[c + 1] as usize);
+        self.num_connected[c] = count;
+    }
+
+    /// The inputs of `column`'s potential pool, ascending.
+    fn pool_inputs(&self, column: u32) -> impl Iterator<Item = u32> + '_ {
+        let w = self.state.row_words;
+        let c = column as usize;
+        self.state.potential[c * w..(c + 1) * w]
+            .iter()
+            .enumerate()
+            .flat_map(|(k, &bits)| SetBits(bits).map(move |b| 64 * k as u32 + b))
     }
 
     /// Draw every column's potential pool and initial permanences, column by
@@ -337,23 +523,18 @@ impl SpatialPooler {
             chosen.extend(st.rng.sample(&neighbourhood, num_potential));
             chosen.sort_unstable();
             let connected = st.params.syn_perm_connected;
+            let row = &mut st.potential[c as usize * st.row_words..];
             for &input in &chosen {
                 let perm = if st.rng.next_f64() <= INIT_CONNECTED_PCT {
                     st.rng.real_range(connected, 1.0)
                 } else {
                     st.rng.real_range(0.0, connected)
                 };
-                st.pool_inputs.push(input);
+                row[(input / 64) as usize] |= 1u64 << (input % 64);
                 st.pool_perms.push(perm.clamp(0.0, 1.0));
             }
-            st.pool_offsets.push(st.pool_inputs.len() as u32);
-            self.connected_slot
-                .resize(st.pool_inputs.len(), NOT_CONNECTED);
-            let range = self.synapse_range(c);
-            for s in range {
-                let perm = self.state.pool_perms[s];
-                self.index_permanence_change(c, s, f32::NEG_INFINITY, perm);
-            }
+            st.pool_offsets.push(st.pool_perms.len() as u32);
+            self.update_column(c, |_, perm| perm);
             self.raise_permanences_to_threshold(c);
         }
     }
@@ -422,8 +603,9 @@ impl SpatialPooler {
     /// The potential pool of `column` as (input, permanence), inputs
     /// ascending. For tests and diagnostics (allocates).
     pub fn permanences(&self, column: u32) -> Vec<(u32, f32)> {
-        self.synapse_range(column)
-            .map(|s| (self.state.pool_inputs[s], self.state.pool_perms[s]))
+        self.pool_inputs(column)
+            .zip(&self.state.pool_perms[self.synapse_range(column)])
+            .map(|(i, &p)| (i, p))
             .collect()
     }
 
@@ -438,21 +620,20 @@ impl SpatialPooler {
             v.capacity() * std::mem::size_of::<T>()
         }
         let st = &self.state;
-        let nested = |v: &Vec<Vec<u32>>| bytes(v) + v.iter().map(bytes).sum::<usize>();
         bytes(&st.input_dimensions)
             + bytes(&st.params.column_dimensions)
             + bytes(&st.pool_offsets)
-            + bytes(&st.pool_inputs)
+            + bytes(&st.potential)
             + bytes(&st.pool_perms)
             + bytes(&st.overlap_duty_cycles)
             + bytes(&st.active_duty_cycles)
             + bytes(&st.min_overlap_duty_cycles)
             + bytes(&st.boost_factors)
             + 624 * 4 // generator state
-            + nested(&self.connected_columns)
-            + nested(&self.connected_synapses)
-            + bytes(&self.connected_slot)
+            + bytes(&self.connected)
             + bytes(&self.num_connected)
+            + bytes(&self.input_bits)
+            + bytes(&self.keys)
             + bytes(&self.overlaps)
             + bytes(&self.boosted)
             + bytes(&self.winners)
@@ -484,7 +665,7 @@ impl SpatialPooler {
         self.compute_boosted_overlaps();
         self.inhibit_columns();
         if learn {
-            self.learn(input);
+            self.learn();
         }
         if active.size() != self.state.num_columns {
             *active = Sdr::new(self.state.num_columns);
@@ -492,12 +673,21 @@ impl SpatialPooler {
         active.set_sorted_indices(&self.winners);
     }
 
+    /// Raw overlaps: per column, the population count of its connected row
+    /// AND the input bits. Leaves the input bits in `input_bits`.
     fn compute_overlaps(&mut self, input: &Sdr) {
-        self.overlaps.fill(0);
+        self.input_bits.fill(0);
         for &i in input.indices() {
-            for &c in &self.connected_columns[i as usize] {
-                self.overlaps[c as usize] += 1;
-            }
+            self.input_bits[(i / 64) as usize] |= 1u64 << (i % 64);
+        }
+        let w = self.state.row_words;
+        let input_bits = &self.input_bits;
+        for (overlap, row) in self.overlaps.iter_mut().zip(self.connected.chunks_exact(w)) {
+            *overlap = row
+                .iter()
+                .zip(input_bits)
+                .map(|(&c, &i)| (c & i).count_ones())
+                .sum();
         }
     }
 
@@ -541,7 +731,13 @@ impl SpatialPooler {
         let threshold = self.state.params.stimulus_threshold as f32;
         if self.uses_global_inhibition() {
             let k = (density * self.state.num_columns as f32) as usize;
-            inhibit_global(&self.boosted, k, threshold, &mut self.winners);
+            inhibit_global(
+                &self.boosted,
+                k,
+                threshold,
+                &mut self.keys,
+                &mut self.winners,
+            );
         } else {
             self.inhibit_local(density, threshold);
         }
@@ -581,10 +777,10 @@ impl SpatialPooler {
     }
 
     /// The learning half of `compute` (reference §3.3 step 5).
-    fn learn(&mut self, input: &Sdr) {
+    fn learn(&mut self) {
         for w in 0..self.winners.len() {
             let c = self.winners[w];
-            self.adapt_segment(c, input.indices());
+            self.adapt_segment(c);
             self.raise_permanences_to_threshold(c);
         }
         let period = self
@@ -616,63 +812,23 @@ impl SpatialPooler {
         o[column as usize] as usize..o[column as usize + 1] as usize
     }
 
-    /// Keep the connected reverse index in step with a permanence change of
-    /// synapse `s` (on `column`) from `old` to `new`.
-    fn index_permanence_change(&mut self, column: u32, s: usize, old: f32, new: f32) {
-        let threshold = self.state.connected_threshold;
-        let was = old >= threshold;
-        let now = new >= threshold;
-        if was == now {
-            return;
-        }
-        let input = self.state.pool_inputs[s] as usize;
-        if now {
-            self.connected_slot[s] = self.connected_columns[input].len() as u32;
-            self.connected_columns[input].push(column);
-            self.connected_synapses[input].push(s as u32);
-            self.num_connected[column as usize] += 1;
-        } else {
-            let slot = self.connected_slot[s] as usize;
-            self.connected_slot[s] = NOT_CONNECTED;
-            self.connected_columns[input].swap_remove(slot);
-            self.connected_synapses[input].swap_remove(slot);
-            if let Some(&moved) = self.connected_synapses[input].get(slot) {
-                self.connected_slot[moved as usize] = slot as u32;
-            }
-            self.num_connected[column as usize] -= 1;
-        }
-    }
-
-    /// Set the permanence of synapse `s`, clamped to [0, 1] (reference §2
-    /// `update_permanence`).
-    fn set_permanence(&mut self, column: u32, s: usize, perm: f32) {
-        let new = perm.clamp(0.0, 1.0);
-        let old = std::mem::replace(&mut self.state.pool_perms[s], new);
-        self.index_permanence_change(column, s, old, new);
-    }
-
-    /// Hebbian update of a winning column: synapses on active inputs gain
-    /// `syn_perm_active_inc`, the others lose `syn_perm_inactive_dec`
-    /// (reference §2 `adapt_segment`, no pruning). `active_inputs` is sorted.
-    fn adapt_segment(&mut self, column: u32, active_inputs: &[u32]) {
+    /// Hebbian update of a winning column: synapses on active inputs (the
+    /// bits in `input_bits`) gain `syn_perm_active_inc`, the others lose
+    /// `syn_perm_inactive_dec` (reference §2 `adapt_segment`, no pruning;
+    /// permanences clamped to [0, 1] as in `update_permanence`).
+    fn adapt_segment(&mut self, column: u32) {
         let inc = self.state.params.syn_perm_active_inc;
         let dec = self.state.params.syn_perm_inactive_dec;
-        let mut next_active = active_inputs.iter().copied().peekable();
-        for s in self.synapse_range(column) {
-            let input = self.state.pool_inputs[s];
-            while next_active.next_if(|&a| a < input).is_some() {}
-            let is_active = next_active.peek() == Some(&input);
-            let delta = if is_active { inc } else { -dec };
-            self.set_permanence(column, s, self.state.pool_perms[s] + delta);
-        }
+        self.update_column(column, |active, perm| {
+            let delta = if active { inc } else { -dec };
+            perm + delta
+        });
     }
 
     /// Add `delta` to every permanence of `column` (reference §2
     /// `bump_segment`).
     fn bump_segment(&mut self, column: u32, delta: f32) {
-        for s in self.synapse_range(column) {
-            self.set_permanence(column, s, self.state.pool_perms[s] + delta);
-        }
+        self.update_column(column, |_, perm| perm + delta);
     }
 
     /// Make sure `column` has at least `stimulus_threshold` connected
@@ -796,12 +952,13 @@ impl SpatialPooler {
         let mut lo = [u32::MAX; MAX_DIMENSIONS];
         let mut hi = [0u32; MAX_DIMENSIONS];
         let mut any = false;
-        for s in self.synapse_range(column) {
-            if st.pool_perms[s] < threshold {
+        let perms = &st.pool_perms[self.synapse_range(column)];
+        for (input, &perm) in self.pool_inputs(column).zip(perms) {
+            if perm < threshold {
                 continue;
             }
             any = true;
-            let coords = coordinates(st.pool_inputs[s], dims);
+            let coords = coordinates(input, dims);
             for d in 0..dims.len() {
                 lo[d] = lo[d].min(coords[d]);
                 hi[d] = hi[d].max(coords[d]);
@@ -903,26 +1060,54 @@ fn validate(
 
 /// Global inhibition (reference §3.4): the `k` columns with the largest
 /// boosted overlap (ties: larger index wins), minus those below `threshold`;
-/// written ascending into `winners`.
-fn inhibit_global(boosted: &[f32], k: usize, threshold: f32, winners: &mut Vec<u32>) {
+/// written ascending into `winners`. `keys` is scratch.
+///
+/// Each column becomes one `u64` key, the boosted overlap's total-order bits
+/// above the column index, so "larger key" is exactly the ranking above and
+/// the selection compares plain integers.
+fn inhibit_global(
+    boosted: &[f32],
+    k: usize,
+    threshold: f32,
+    keys: &mut Vec<u64>,
+    winners: &mut Vec<u32>,
+) {
     winners.clear();
-    winners.extend(0..boosted.len() as u32);
-    // Descending by boosted overlap, then descending by index.
-    let rank = |a: &u32, b: &u32| -> Ordering {
-        boosted[*b as usize]
-            .total_cmp(&boosted[*a as usize])
-            .then(b.cmp(a))
-    };
+    keys.clear();
+    keys.extend(
+        boosted
+            .iter()
+            .enumerate()
+            .map(|(c, &b)| (u64::from(total_order_key(b)) << 32) | c as u64),
+    );
+    let k = k.min(keys.len());
     if k == 0 {
-        winners.clear();
-    } else if k < winners.len() {
-        winners.select_nth_unstable_by(k - 1, rank);
-        winners.truncate(k);
+        return;
+    }
+    let n = keys.len();
+    if k < n {
+        keys.select_nth_unstable(n - k);
     }
     // Columns below the threshold rank below every column above it, so
     // dropping them from the whole top-k equals dropping from its low end.
-    winners.retain(|&c| boosted[c as usize] >= threshold);
+    winners.extend(
+        keys[n - k..]
+            .iter()
+            .map(|&key| key as u32)
+            .filter(|&c| boosted[c as usize] >= threshold),
+    );
     winners.sort_unstable();
+}
+
+/// A `u32` whose unsigned order is `f32::total_cmp`'s order.
+#[inline]
+fn total_order_key(x: f32) -> u32 {
+    let bits = x.to_bits();
+    if bits & 0x8000_0000 != 0 {
+        !bits
+    } else {
+        bits | 0x8000_0000
+    }
 }
 
 /// Exponential moving average step of duty cycles (reference §3.3 step 5b):
@@ -1377,19 +1562,51 @@ mod tests {
     fn global_inhibition_takes_the_top_k_with_ties_to_the_larger_index() {
         let boosted = [1.0, 3.0, 3.0, 2.0, 3.0, 0.0];
         let mut winners = Vec::new();
-        inhibit_global(&boosted, 2, 0.0, &mut winners);
+        let mut keys = Vec::new();
+        inhibit_global(&boosted, 2, 0.0, &mut keys, &mut winners);
         assert_eq!(winners, [2, 4]);
-        inhibit_global(&boosted, 4, 0.0, &mut winners);
+        inhibit_global(&boosted, 4, 0.0, &mut keys, &mut winners);
         assert_eq!(winners, [1, 2, 3, 4]);
         // Below the stimulus threshold: dropped even when in the top k.
-        inhibit_global(&boosted, 4, 2.5, &mut winners);
+        inhibit_global(&boosted, 4, 2.5, &mut keys, &mut winners);
         assert_eq!(winners, [1, 2, 4]);
-        inhibit_global(&boosted, 10, 0.0, &mut winners);
+        inhibit_global(&boosted, 10, 0.0, &mut keys, &mut winners);
         assert_eq!(winners, [0, 1, 2, 3, 4, 5]);
-        inhibit_global(&[0.0; 4], 2, 0.0, &mut winners);
+        inhibit_global(&[0.0; 4], 2, 0.0, &mut keys, &mut winners);
         assert_eq!(winners, [2, 3]);
-        inhibit_global(&boosted, 0, 0.0, &mut winners);
+        inhibit_global(&boosted, 0, 0.0, &mut keys, &mut winners);
         assert!(winners.is_empty());
+    }
+
+    #[test]
+    fn total_order_keys_sort_like_total_cmp() {
+        let mut xs = [
+            f32::NEG_INFINITY,
+            -2.5,
+            -0.0,
+            0.0,
+            1e-30,
+            1.0,
+            3.0,
+            f32::INFINITY,
+            -1e-30,
+        ];
+        xs.sort_by(f32::total_cmp);
+        for w in xs.windows(2) {
+            assert!(total_order_key(w[0]) < total_order_key(w[1]), "{w:?}");
+        }
+    }
+
+    #[test]
+    fn serialized_pool_inputs_list_every_column_pool_ascending() {
+        let sp = SpatialPooler::new(&[100], small_params()).unwrap();
+        let value = serde_json::to_value(&sp).unwrap();
+        let stored: Vec<u32> = serde_json::from_value(value["pool_inputs"].clone()).unwrap();
+        let expected: Vec<u32> = (0..50)
+            .flat_map(|c| sp.permanences(c).into_iter().map(|(i, _)| i))
+            .collect();
+        assert_eq!(stored.len(), sp.state.pool_perms.len());
+        assert_eq!(stored, expected);
     }
 
     #[test]
@@ -1581,7 +1798,11 @@ mod tests {
         sp.rebuild_connected_index();
         let pool = sp.permanences(0);
         let active: Vec<u32> = pool.iter().step_by(2).map(|&(i, _)| i).collect();
-        sp.adapt_segment(0, &active);
+        sp.input_bits.fill(0);
+        for &i in &active {
+            sp.input_bits[(i / 64) as usize] |= 1 << (i % 64);
+        }
+        sp.adapt_segment(0);
         for (&(i, old), &(j, new)) in pool.iter().zip(&sp.permanences(0)) {
             assert_eq!(i, j);
             let expected = if active.contains(&i) {
@@ -1709,7 +1930,7 @@ mod tests {
     #[test]
     fn memory_estimate_covers_the_synapses() {
         let sp = SpatialPooler::new(&[100], small_params()).unwrap();
-        let synapses = sp.state.pool_inputs.len();
+        let synapses = sp.state.pool_perms.len();
         assert_eq!(synapses, 50 * 50);
         assert!(sp.memory_bytes() >= synapses * 8);
         assert!(sp.memory_bytes() < synapses * 40);
@@ -1747,8 +1968,8 @@ mod tests {
         let mut sp = SpatialPooler::new(&[20], params).unwrap();
         // Every column connected to inputs 2 and 7 only: span 6.
         for c in 0..20 {
-            for s in sp.synapse_range(c) {
-                let i = sp.state.pool_inputs[s];
+            let inputs: Vec<u32> = sp.pool_inputs(c).collect();
+            for (s, i) in sp.synapse_range(c).zip(inputs) {
                 sp.state.pool_perms[s] = if i == 2 || i == 7 { 0.5 } else { 0.0 };
             }
         }
@@ -1814,6 +2035,22 @@ mod tests {
             }
             prop_assert!(sp.state.pool_perms.iter().all(|p| (0.0..=1.0).contains(p)));
             prop_assert_eq!(sp.num_connected_synapses(), brute_force_connected(&sp));
+        }
+
+        #[test]
+        fn global_inhibition_matches_a_full_sort(
+            boosted in proptest::collection::vec(prop_oneof![Just(0.0f32), Just(2.0f32), 0.0f32..4.0], 1..80),
+            k in 0usize..90,
+            threshold in 0.0f32..3.0,
+        ) {
+            let mut order: Vec<u32> = (0..boosted.len() as u32).collect();
+            order.sort_by(|&a, &b| boosted[b as usize].total_cmp(&boosted[a as usize]).then(b.cmp(&a)));
+            order.truncate(k);
+            order.retain(|&c| boosted[c as usize] >= threshold);
+            order.sort_unstable();
+            let (mut keys, mut winners) = (Vec::new(), Vec::new());
+            inhibit_global(&boosted, k, threshold, &mut keys, &mut winners);
+            prop_assert_eq!(winners, order);
         }
 
         #[test]
@@ -1892,7 +2129,7 @@ mod tests {
         let per_step = start.elapsed() / 200;
         println!(
             "synapses {} connected {} memory {} bytes, {:?}/step (this profile)",
-            sp.state.pool_inputs.len(),
+            sp.state.pool_perms.len(),
             sp.num_connected_synapses(),
             sp.memory_bytes(),
             per_step

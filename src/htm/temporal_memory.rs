@@ -208,6 +208,10 @@ pub struct TemporalMemory {
     /// Scratch: `prev_active` as a bit set, for `adapt_segment`.
     #[serde(skip)]
     prev_active_mask: Vec<u64>,
+    /// Scratch: (cell << 32 | segment) sort keys of the active and matching
+    /// segments.
+    #[serde(skip)]
+    segment_keys: Vec<u64>,
 }
 
 impl TemporalMemory {
@@ -236,6 +240,7 @@ impl TemporalMemory {
             prev_active: Vec::new(),
             prev_winners: Vec::new(),
             prev_active_mask: Vec::new(),
+            segment_keys: Vec::new(),
         })
     }
 
@@ -274,25 +279,34 @@ impl TemporalMemory {
         }
         let connections = &self.connections;
         connections.compute_activity(&self.active_cells, &mut self.activity);
+        let (activation, min) = (self.params.activation_threshold, self.params.min_threshold);
+        let activity = &self.activity;
+        // One sort of plain (cell, id) keys for the active and matching
+        // segments together, then split.
+        let keys = &mut self.segment_keys;
+        keys.clear();
+        keys.extend(
+            activity
+                .touched()
+                .iter()
+                .filter(|&&s| activity.connected(s) >= activation || activity.potential(s) >= min)
+                .map(|&s| (u64::from(connections.cell_for_segment(s)) << 32) | u64::from(s)),
+        );
+        keys.sort_unstable();
+
         self.active_segments.clear();
         self.matching_segments.clear();
-        for &segment in self.activity.touched() {
-            if self.activity.connected(segment) >= self.params.activation_threshold {
-                self.active_segments.push(segment);
-            }
-            if self.activity.potential(segment) >= self.params.min_threshold {
-                self.matching_segments.push(segment);
-            }
-        }
-        let order = |&s: &u32| (u64::from(connections.cell_for_segment(s)) << 32) | u64::from(s);
-        self.active_segments.sort_unstable_by_key(order);
-        self.matching_segments.sort_unstable_by_key(order);
-
         self.predictive_cells.clear();
-        for &segment in &self.active_segments {
-            let cell = connections.cell_for_segment(segment);
-            if self.predictive_cells.last() != Some(&cell) {
-                self.predictive_cells.push(cell);
+        for &key in keys.iter() {
+            let (cell, segment) = ((key >> 32) as u32, key as u32);
+            if activity.connected(segment) >= activation {
+                self.active_segments.push(segment);
+                if self.predictive_cells.last() != Some(&cell) {
+                    self.predictive_cells.push(cell);
+                }
+            }
+            if activity.potential(segment) >= min {
+                self.matching_segments.push(segment);
             }
         }
         self.dendrites_valid = true;
@@ -476,6 +490,7 @@ impl TemporalMemory {
             + self.prev_active.capacity()
             + self.prev_winners.capacity()
             + 2 * self.prev_active_mask.capacity()
+            + 2 * self.segment_keys.capacity()
             + 624;
         self.connections.memory_bytes() + self.activity.memory_bytes() + 4 * words
     }
