@@ -30,7 +30,7 @@ use crate::htm::temporal_memory::{TemporalMemory, TemporalMemoryError};
 
 pub use calibration::Calibration;
 pub use params::{
-    ModelParams, ParamsError, PredictorParams, SpatialAnomalyParams, ValueEncoderParams,
+    AlertSuppressionParams, ModelParams, ParamsError, PredictorParams, SpatialAnomalyParams, ValueEncoderParams,
 };
 
 /// The model's forecast of the next value.
@@ -111,6 +111,8 @@ pub struct Model {
     /// Running extremes for the spatial-anomaly rule.
     seen_min: f64,
     seen_max: f64,
+    /// Samples left whose score is damped after the last alert.
+    suppress_left: u32,
     steps: u64,
 }
 
@@ -282,6 +284,7 @@ impl Model {
             likelihood,
             seen_min: f64::INFINITY,
             seen_max: f64::NEG_INFINITY,
+            suppress_left: 0,
             steps: 0,
         })
     }
@@ -302,11 +305,12 @@ impl Model {
         let likelihood = self.likelihood.compute(value, raw);
         let log_likelihood = log_likelihood(likelihood);
         let scoring = self.likelihood.iteration() > u64::from(self.likelihood_probation());
-        let anomaly_score = if spatial && scoring {
+        let score = if spatial && scoring {
             1.0
         } else {
             log_likelihood
         };
+        let anomaly_score = self.suppress_repeats(score);
         Output {
             step: self.steps,
             raw_anomaly: raw,
@@ -355,6 +359,19 @@ impl Model {
         }
         self.pipeline = Some(pipeline);
         (last.0, last.1, learn)
+    }
+
+    /// Damp the scores that follow an alert (see `AlertSuppressionParams`).
+    fn suppress_repeats(&mut self, score: f64) -> f64 {
+        let rule = &self.params.alert_suppression;
+        if self.suppress_left > 0 {
+            self.suppress_left -= 1;
+            return score * rule.factor;
+        }
+        if rule.rows > 0 && score >= rule.threshold {
+            self.suppress_left = rule.rows;
+        }
+        score
     }
 
     /// NAB's spatial rule, checked before the extremes are updated.

@@ -123,6 +123,28 @@ impl Default for SpatialAnomalyParams {
     }
 }
 
+/// Quieting repeated alerts: once the score reaches `threshold`, the
+/// scores of the next `rows` samples are multiplied by `factor`, so one
+/// event raises one alert instead of a burst of them (the "rest period" of
+/// CAD OSE and ARTime's masking, see `docs/nab.md`). `rows = 0` turns it off.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertSuppressionParams {
+    pub threshold: f64,
+    pub rows: u32,
+    pub factor: f64,
+}
+
+impl Default for AlertSuppressionParams {
+    fn default() -> Self {
+        Self {
+            threshold: 0.5,
+            rows: 0,
+            factor: 0.5,
+        }
+    }
+}
+
 /// All parameters of a model.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -134,6 +156,7 @@ pub struct ModelParams {
     pub likelihood: AnomalyLikelihoodParams,
     pub predictor: PredictorParams,
     pub spatial_anomaly: SpatialAnomalyParams,
+    pub alert_suppression: AlertSuppressionParams,
 }
 
 impl Default for ModelParams {
@@ -211,6 +234,7 @@ impl ModelParams {
                 resolution: Some(1.0),
             },
             spatial_anomaly: SpatialAnomalyParams::default(),
+            alert_suppression: AlertSuppressionParams::default(),
         }
     }
 
@@ -262,6 +286,7 @@ impl ModelParams {
                 resolution: None,
             },
             spatial_anomaly: SpatialAnomalyParams::default(),
+            alert_suppression: AlertSuppressionParams::default(),
         }
     }
 
