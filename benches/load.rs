@@ -42,6 +42,12 @@
 //! preset's 100 calibration samples are behind it and the measurement is
 //! steady-state model steps.
 //!
+//! Only one stream set is held at a time (the previous one is deleted).
+//! A warmed `default` model takes tens of MB, so 1,000 of them may not fit
+//! in memory: the bench measures the memory per stream while warming the
+//! 100-stream set and, if 1,000 streams would take more than 60% of
+//! `MemAvailable`, uses as many as fit and says so under the table.
+//!
 //! Scenarios:
 //! - **(a) closed loop**: single-sample POSTs, as fast as answers come back,
 //!   over 1, 100 and 1,000 streams.
@@ -587,14 +593,40 @@ fn main() {
     let base = format!("http://{addr}");
     let mut rows: Vec<Row> = Vec::new();
     let mut warmup_errors = 0u64;
+    let mut notes: Vec<String> = Vec::new();
     client_rt.block_on(async {
         wait_ready(&base).await;
         // (a) closed loop over 1, 100 and 1,000 streams.
-        let mut last = Vec::new();
-        for count in STREAM_COUNTS {
+        let mut last: Vec<Cursor> = Vec::new();
+        let mut per_stream: Option<f64> = None;
+        for wanted in STREAM_COUNTS {
+            let count = match per_stream {
+                Some(bytes) => {
+                    let fit = fits_in_memory(bytes);
+                    if fit < wanted {
+                        notes.push(format!(
+                            "{wanted} streams do not fit in memory: each warmed `default` model \
+                             takes about {:.0} MB here, so {fit} streams (60% of the {:.1} GB \
+                             available) were used instead.",
+                            bytes / 1e6,
+                            mem_available().unwrap_or(0) as f64 / 1e9
+                        ));
+                    }
+                    wanted.min(fit)
+                }
+                None => wanted,
+            };
+            // Only one stream set is held at a time.
+            delete_all(&last).await;
             let set = stream_set(&base, &format!("a{count}"), count);
             eprintln!("warming {count} stream(s) with {} samples each", cfg.warmup);
+            let rss0 = rss_bytes();
             let (set, t) = warm_up(set, cfg.warmup, cfg.conns).await;
+            if let (Some(a), Some(b)) = (rss0, rss_bytes()) {
+                if count >= 10 && b > a {
+                    per_stream = Some((b - a) as f64 / count as f64);
+                }
+            }
             warmup_errors += t.errors + t.backpressure;
             let (set, row) = measure(&cfg, "(a) closed, single", set, 1, None).await;
             rows.push(row);
@@ -604,7 +636,7 @@ fn main() {
         let a1000 = rows.last().map_or(0.0, |r| r.samples_per_sec);
         let rate = cfg.rate.unwrap_or(a1000 / 2.0).max(1.0);
         eprintln!("open loop at {rate:.0} samples/s");
-        let (_, row) = measure(
+        let (last, row) = measure(
             &cfg,
             &format!("(b) open {rate:.0}/s, single"),
             last,
@@ -613,6 +645,7 @@ fn main() {
         )
         .await;
         rows.push(row);
+        delete_all(&last).await;
         // (c) batches of 100 over 100 fresh streams.
         let set = stream_set(&base, "c", BATCH_STREAMS);
         eprintln!("warming {BATCH_STREAMS} stream(s) for batches");
@@ -631,6 +664,41 @@ fn main() {
     let (raw_rate, raw_steps) = raw_step_rate(BATCH_STREAMS, cfg.warmup, cfg.secs);
 
     print_report(&cfg, &mut rows, raw_rate, raw_steps, warmup_errors);
+    for n in notes {
+        println!("{n}");
+    }
+}
+
+/// `DELETE` every stream of `set` (frees its model).
+async fn delete_all(set: &[Cursor]) {
+    let client = new_client();
+    for s in set {
+        let _ = client.delete(&s.url).send().await;
+    }
+}
+
+/// This process's resident memory, from `/proc/self/statm` (4 KiB pages).
+fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// `MemAvailable` of `/proc/meminfo`, bytes.
+fn mem_available() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// How many streams of `bytes` each fit in 60% of the available memory
+/// (the raw-step comparison and the allocator need the rest).
+fn fits_in_memory(bytes: f64) -> usize {
+    match mem_available() {
+        Some(avail) if bytes > 0.0 => ((avail as f64 * 0.6) / bytes) as usize,
+        _ => usize::MAX,
+    }
 }
 
 async fn wait_ready(base: &str) {
