@@ -209,7 +209,7 @@ struct Tally {
     backpressure: u64,
     /// Other non-2xx answers and transport failures.
     errors: u64,
-    /// First few error descriptions, for the report.
+    /// First few error and backpressure answers, for the report.
     error_examples: Vec<String>,
     /// Latency of every 2xx request, microseconds (from the scheduled send
     /// time in the open-loop scenario).
@@ -258,6 +258,12 @@ async fn send(client: &reqwest::Client, url: &str, body: String, tally: &mut Tal
                 true
             } else if status.as_u16() == 429 || status.as_u16() == 503 {
                 tally.backpressure += 1;
+                if tally.error_examples.len() < 5 {
+                    let body = text.map(|b| String::from_utf8_lossy(&b).into_owned());
+                    tally
+                        .error_examples
+                        .push(format!("{status}: {}", body.unwrap_or_default()));
+                }
                 false
             } else {
                 let body = text
@@ -528,7 +534,7 @@ fn fmt_opt(x: Option<f64>, digits: usize) -> String {
 
 /// Raw `Model::step` rate: `models` default-preset models warmed with
 /// `warmup` samples each, stepped in turn on this thread for `secs`.
-fn raw_step_rate(models: usize, warmup: usize, secs: f64) -> (f64, u64) {
+fn raw_step_rate(models: usize, warmup: usize, secs: f64) -> (f64, Option<f64>, u64) {
     let params = ModelParams::preset("default").expect("the default preset");
     let mut all: Vec<(Model, u64)> = (0..models)
         .map(|_| (Model::new(params.clone()).expect("valid preset"), 0))
@@ -540,6 +546,7 @@ fn raw_step_rate(models: usize, warmup: usize, secs: f64) -> (f64, u64) {
             *step += 1;
         }
     }
+    let cpu0 = thread_cpu_secs();
     let start = Instant::now();
     let limit = Duration::from_secs_f64(secs);
     let mut steps = 0u64;
@@ -551,7 +558,22 @@ fn raw_step_rate(models: usize, warmup: usize, secs: f64) -> (f64, u64) {
             steps += 1;
         }
     }
-    (steps as f64 / start.elapsed().as_secs_f64(), steps)
+    let wall = start.elapsed().as_secs_f64();
+    let per_cpu = match (cpu0, thread_cpu_secs()) {
+        (Some(a), Some(b)) if b > a => Some(steps as f64 / (b - a)),
+        _ => None,
+    };
+    (steps as f64 / wall, per_cpu, steps)
+}
+
+/// CPU seconds used so far by the calling thread (`/proc/thread-self/stat`).
+fn thread_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    let close = stat.rfind(')')?;
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
 }
 
 fn main() {
@@ -628,6 +650,9 @@ fn main() {
                 }
             }
             warmup_errors += t.errors + t.backpressure;
+            for e in &t.error_examples {
+                eprintln!("    warm-up error: {e}");
+            }
             let (set, row) = measure(&cfg, "(a) closed, single", set, 1, None).await;
             rows.push(row);
             last = set;
@@ -661,9 +686,14 @@ fn main() {
 
     // (d) raw Model::step, one thread, nothing else running in this process.
     eprintln!("raw Model::step over {BATCH_STREAMS} models on one thread");
-    let (raw_rate, raw_steps) = raw_step_rate(BATCH_STREAMS, cfg.warmup, cfg.secs);
+    let (raw_rate, raw_per_cpu, raw_steps) = raw_step_rate(BATCH_STREAMS, cfg.warmup, cfg.secs);
 
-    print_report(&cfg, &mut rows, raw_rate, raw_steps, warmup_errors);
+    print_report(
+        &cfg,
+        &mut rows,
+        (raw_rate, raw_per_cpu, raw_steps),
+        warmup_errors,
+    );
     for n in notes {
         println!("{n}");
     }
@@ -714,7 +744,8 @@ async fn wait_ready(base: &str) {
     panic!("the server did not become ready");
 }
 
-fn print_report(cfg: &Config, rows: &mut [Row], raw_rate: f64, raw_steps: u64, warmup_errors: u64) {
+fn print_report(cfg: &Config, rows: &mut [Row], raw: (f64, Option<f64>, u64), warmup_errors: u64) {
+    let (raw_rate, raw_per_cpu, raw_steps) = raw;
     println!();
     println!(
         "## htm-stream load ({} s per scenario, up to {} keep-alive connections, {} warm-up samples per stream, `default` preset)",
@@ -764,11 +795,12 @@ fn print_report(cfg: &Config, rows: &mut [Row], raw_rate: f64, raw_steps: u64, w
             raw_rate,
             raw_steps
         );
-        if let Some(cores) = batch.server_cores.filter(|c| *c > 0.0) {
+        if let (Some(cores), Some(raw_cpu)) = (batch.server_cores.filter(|c| *c > 0.0), raw_per_cpu)
+        {
             let per_core = batch.samples_per_sec / cores;
             println!(
-                "Per server core: {per_core:.0} samples per server CPU-second ({cores:.2} cores busy) is {:.0}% of the raw rate.",
-                100.0 * per_core / raw_rate
+                "Per CPU-second (robust to other load on the machine): batch ingest {per_core:.0} samples per server CPU-second ({cores:.2} cores busy) is {:.0}% of raw `Model::step` {raw_cpu:.0} steps per CPU-second.",
+                100.0 * per_core / raw_cpu
             );
         }
     }
