@@ -972,6 +972,14 @@ impl SpatialPooler {
     }
 }
 
+impl SpatialPoolerParams {
+    /// Check these parameters for an input of `input_dimensions` without
+    /// building a pooler; returns the number of columns.
+    pub fn validate(&self, input_dimensions: &[u32]) -> Result<u32, SpatialPoolerError> {
+        validate(input_dimensions, self).map(|(_, columns)| columns)
+    }
+}
+
 /// Check the parameters; return (number of inputs, number of columns).
 fn validate(
     input_dimensions: &[u32],

@@ -30,7 +30,8 @@ use crate::htm::temporal_memory::{TemporalMemory, TemporalMemoryError};
 
 pub use calibration::Calibration;
 pub use params::{
-    AlertSuppressionParams, ModelParams, ParamsError, PredictorParams, SpatialAnomalyParams, ValueEncoderParams,
+    AlertSuppressionParams, ModelParams, ParamsError, PredictorParams, SpatialAnomalyParams,
+    ValueEncoderParams,
 };
 
 /// The model's forecast of the next value.
@@ -195,6 +196,40 @@ impl Pipeline {
         })
     }
 
+    /// Check every part's parameters without building the large ones (the
+    /// resolution is not known yet; a stand-in is used for the encoder).
+    fn validate(params: &ModelParams) -> Result<(), ParamsError> {
+        let v = &params.value_encoder;
+        let rdse = Rdse::new(RdseParams {
+            size: v.size,
+            active_bits: v.active_bits,
+            sparsity: 0.0,
+            radius: 0.0,
+            resolution: 1.0,
+            category: false,
+            seed: v.seed,
+        })
+        .map_err(|e| prefixed("value_encoder", None, e))?;
+        let date = DateEncoder::new(params.date_encoder.clone())
+            .map_err(|e| prefixed("date_encoder", None, e))?;
+        let columns = params
+            .sp
+            .validate(&[rdse.size() + date.size()])
+            .map_err(sp_error)?;
+        params.tm.validate(columns).map_err(tm_error)?;
+        Predictor::new(&params.predictor.steps, params.predictor.alpha)
+            .map_err(|e| prefixed("predictor", None, e))?;
+        if let Some(r) = params.predictor.resolution {
+            if !(r.is_finite() && r > 0.0) {
+                return Err(ParamsError::new(
+                    "predictor.resolution",
+                    "must be a positive finite number",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Encode → SP → TM; returns the raw anomaly.
     fn compute(&mut self, timestamp: NaiveDateTime, value: f64, learn: bool) -> f64 {
         self.rdse.encode(value, &mut self.value_bits);
@@ -264,9 +299,9 @@ impl Model {
         let pipeline = match params.value_encoder.resolution {
             Some(resolution) => Some(Pipeline::build(&params, resolution)?),
             None => {
-                // Validate every other part now, with a stand-in resolution,
-                // so a bad parameter is reported at creation, not later.
-                Pipeline::build(&params, 1.0)?;
+                // Validate every other part now, so a bad parameter is
+                // reported at creation, not when calibration ends.
+                Pipeline::validate(&params)?;
                 None
             }
         };

@@ -86,6 +86,9 @@ pub struct AppState {
     /// Operations on streams in progress, bounded by `--max-inflight`; full
     /// means 503 at once rather than an unbounded queue.
     pub inflight: Arc<Semaphore>,
+    /// Model steps running at once, one per core: more would only evict
+    /// each other's models from the CPU caches and stretch latency tails.
+    pub workers: Arc<Semaphore>,
     /// Set once checkpoints are loaded; until then stream endpoints answer 503.
     ready: AtomicBool,
     /// Cancelled when shutdown starts: stops accepting, closes WebSockets,
@@ -106,6 +109,9 @@ impl AppState {
             metrics: Metrics::new(args.per_stream_metrics)?,
             feed: Feed::new(args.feed_capacity),
             inflight: Arc::new(Semaphore::new(args.max_inflight)),
+            workers: Arc::new(Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            )),
             ready: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),

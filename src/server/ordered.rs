@@ -79,10 +79,15 @@ where
             .acquire()
             .await
             .map_err(|_| ApiError::Internal("stream closed".into()))?;
+        let worker = Arc::clone(&state.workers)
+            .acquire_owned()
+            .await
+            .map_err(|_| ApiError::Internal("server closing".into()))?;
         let f = Arc::clone(&f);
         let stream = Arc::clone(&stream);
         let work = state.tasks.spawn_blocking(move || {
             let _pending = pending;
+            let _worker = worker;
             let mut slot = stream.lock();
             if matches!(*slot, Slot::Deleted) {
                 return None;
