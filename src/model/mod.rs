@@ -30,7 +30,8 @@ use crate::htm::temporal_memory::{TemporalMemory, TemporalMemoryError};
 
 pub use calibration::Calibration;
 pub use params::{
-    AlertSuppressionParams, ModelParams, ParamsError, PredictorParams, SpatialAnomalyParams, ValueEncoderParams,
+    AlertSuppressionParams, ModelParams, ParamsError, PredictorParams, SpatialAnomalyParams,
+    ValueEncoderParams,
 };
 
 /// The model's forecast of the next value.
