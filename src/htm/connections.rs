@@ -51,6 +51,7 @@ impl Fanout {
         self.tagged & !CONNECTED_FLAG
     }
 
+    #[cfg(test)]
     fn connected(self) -> bool {
         self.tagged & CONNECTED_FLAG != 0
     }
@@ -238,59 +239,81 @@ pub struct Connections {
 /// Per-segment counts of active synapses, filled by
 /// [`Connections::compute_activity`].
 ///
-/// The count vectors are indexed by segment id and reset sparsely: only the
+/// The counts are indexed by segment id and reset sparsely: only the
 /// segments touched by the last computation are zeroed, so a step costs time
 /// in proportion to the active synapses, not to the number of segments.
+/// Each segment's two counts share one `u64` (potential in the low half,
+/// connected in the high half), so counting a synapse is one add.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SegmentActivity {
-    connected: Vec<u32>,
-    potential: Vec<u32>,
+    /// Per segment id: `connected << 32 | potential`.
+    counts: Vec<u64>,
+    /// The first `num_touched` entries are the segments counted, in the
+    /// order first met; the rest is room (one slot per segment id, plus one).
     touched: Vec<u32>,
+    num_touched: usize,
 }
 
 impl SegmentActivity {
     /// Active connected synapses on `segment` (0 for an id not counted).
     pub fn connected(&self, segment: u32) -> u32 {
-        self.connected.get(segment as usize).copied().unwrap_or(0)
+        self.counts
+            .get(segment as usize)
+            .map_or(0, |&c| (c >> 32) as u32)
     }
 
     /// Active synapses on `segment` whatever their permanence.
     pub fn potential(&self, segment: u32) -> u32 {
-        self.potential.get(segment as usize).copied().unwrap_or(0)
+        self.counts.get(segment as usize).map_or(0, |&c| c as u32)
     }
 
     /// Segments with at least one active synapse, in no particular order.
     pub fn touched(&self) -> &[u32] {
-        &self.touched
+        &self.touched[..self.num_touched]
     }
 
     /// Zero the counts of the last computation and make room for `capacity`
     /// segment ids.
     fn reset(&mut self, capacity: usize) {
-        for &s in &self.touched {
-            self.connected[s as usize] = 0;
-            self.potential[s as usize] = 0;
+        for &s in &self.touched[..self.num_touched] {
+            self.counts[s as usize] = 0;
         }
-        self.touched.clear();
-        if self.potential.len() < capacity {
-            self.connected.resize(capacity, 0);
-            self.potential.resize(capacity, 0);
+        self.num_touched = 0;
+        if self.counts.len() < capacity {
+            self.counts.resize(capacity, 0);
+        }
+        // One spare slot for the unconditional store in `count_all`.
+        if self.touched.len() < capacity + 1 {
+            self.touched.resize(capacity + 1, 0);
         }
     }
 
+    /// Count the active synapses listed in `entries`.
     #[inline]
-    fn count(&mut self, segment: u32, connected: u32) {
-        let s = segment as usize;
-        if self.potential[s] == 0 {
-            self.touched.push(segment);
+    fn count_all(&mut self, entries: &[Fanout]) {
+        let counts = &mut self.counts[..];
+        let touched = &mut self.touched[..];
+        let mut n = self.num_touched;
+        for f in entries {
+            let segment = f.segment();
+            let c = &mut counts[segment as usize];
+            // Record the segment when first met, without a branch: the slot
+            // past the end is overwritten unless `n` advances. A segment is
+            // met first at most once per computation, so `n` never exceeds
+            // the number of segment ids, one less than the length of
+            // `touched`.
+            touched[n] = segment;
+            n += usize::from(*c == 0);
+            // One for potential, plus 1 << 32 when connected (the flag is bit
+            // 31 of `tagged`).
+            *c += 1 + (u64::from(f.tagged & CONNECTED_FLAG) << 1);
         }
-        self.potential[s] += 1;
-        self.connected[s] += connected;
+        self.num_touched = n;
     }
 
     /// Heap bytes held.
     pub fn memory_bytes(&self) -> usize {
-        4 * (self.connected.capacity() + self.potential.capacity() + self.touched.capacity())
+        8 * self.counts.capacity() + 4 * self.touched.capacity()
     }
 }
 
@@ -482,6 +505,7 @@ impl Connections {
     /// Set the permanence of `synapse` to `permanence` clamped to `[0, 1]`,
     /// moving it between the connected and unconnected index when its status
     /// flips.
+    #[inline]
     pub fn update_permanence(&mut self, synapse: u32, permanence: f32) {
         let i = synapse as usize;
         let permanence = permanence.clamp(0.0, 1.0);
@@ -520,9 +544,10 @@ impl Connections {
     ) {
         let mut doomed = std::mem::take(&mut self.scratch);
         doomed.clear();
-        let count = self.segment_synapses[segment as usize].len();
-        for k in 0..count {
-            let synapse = self.segment_synapses[segment as usize][k];
+        // The list is borrowed out (no copy) while the permanences change;
+        // nothing below touches `segment_synapses` until it is back.
+        let synapses = std::mem::take(&mut self.segment_synapses[segment as usize]);
+        for &synapse in &synapses {
             let s = synapse as usize;
             let delta = if is_active(self.synapse_presyn[s]) {
                 increment
@@ -536,6 +561,7 @@ impl Connections {
                 self.update_permanence(synapse, permanence + delta);
             }
         }
+        self.segment_synapses[segment as usize] = synapses;
         for &synapse in &doomed {
             self.destroy_synapse(synapse);
         }
@@ -681,9 +707,7 @@ impl Connections {
         let lists = self.fanout.num_lists();
         for &cell in active_presynaptic {
             if (cell as usize) < lists {
-                for f in self.fanout.get(cell as usize) {
-                    activity.count(f.segment(), u32::from(f.connected()));
-                }
+                activity.count_all(self.fanout.get(cell as usize));
             }
         }
     }
@@ -981,6 +1005,21 @@ mod tests {
         assert_eq!((act.connected(a), act.potential(a)), (0, 0));
         assert_eq!((act.connected(b), act.potential(b)), (1, 1));
         assert_eq!(act.touched(), &[b]);
+    }
+
+    #[test]
+    fn activity_counts_when_every_segment_is_touched_many_times() {
+        // One segment fed by many active cells: every entry after the first
+        // lands on an already-touched segment, with no spare segment id.
+        let mut c = Connections::new(4, 0.5);
+        let seg = c.create_segment(0, 0);
+        for input in 0..6 {
+            c.create_synapse(seg, 100 + input, if input % 2 == 0 { 0.7 } else { 0.1 });
+        }
+        let mut act = SegmentActivity::default();
+        c.compute_activity(&[100, 101, 102, 103, 104, 105], &mut act);
+        assert_eq!((act.connected(seg), act.potential(seg)), (3, 6));
+        assert_eq!(act.touched(), &[seg]);
     }
 
     #[test]

@@ -478,9 +478,9 @@ impl SpatialPooler {
                 bits ^= bit;
                 let perm = f(active & bit != 0, st.pool_perms[s]).clamp(0.0, 1.0);
                 st.pool_perms[s] = perm;
-                if perm >= threshold {
-                    connected |= bit;
-                }
+                // Branch-free: whether a synapse connects is data-dependent
+                // and mispredicts often.
+                connected |= bit & u64::from(perm >= threshold).wrapping_neg();
                 s += 1;
             }
             *conn = connected;
@@ -680,15 +680,12 @@ impl SpatialPooler {
         for &i in input.indices() {
             self.input_bits[(i / 64) as usize] |= 1u64 << (i % 64);
         }
-        let w = self.state.row_words;
-        let input_bits = &self.input_bits;
-        for (overlap, row) in self.overlaps.iter_mut().zip(self.connected.chunks_exact(w)) {
-            *overlap = row
-                .iter()
-                .zip(input_bits)
-                .map(|(&c, &i)| (c & i).count_ones())
-                .sum();
-        }
+        overlap_counts(
+            &self.connected,
+            &self.input_bits,
+            self.state.row_words,
+            &mut self.overlaps,
+        );
     }
 
     fn compute_boosted_overlaps(&mut self) {
@@ -731,6 +728,18 @@ impl SpatialPooler {
         let threshold = self.state.params.stimulus_threshold as f32;
         if self.uses_global_inhibition() {
             let k = (density * self.state.num_columns as f32) as usize;
+            if self.state.params.boost_strength < EPS {
+                // Unboosted: the boosted overlaps are the integer overlaps,
+                // so rank those directly.
+                inhibit_global_unboosted(
+                    &self.overlaps,
+                    k,
+                    threshold,
+                    &mut self.keys,
+                    &mut self.winners,
+                );
+                return;
+            }
             inhibit_global(
                 &self.boosted,
                 k,
@@ -788,12 +797,20 @@ impl SpatialPooler {
             .params
             .duty_cycle_period
             .min(self.state.iteration_num);
-        let overlaps = &self.overlaps;
-        update_duty_cycles(
-            &mut self.state.overlap_duty_cycles,
-            (0..overlaps.len()).filter(|&c| overlaps[c] > 0),
-            period,
-        );
+        // The overlap duty cycles in one branch-free pass: `dc * decay`, then
+        // `+ 1/period` where the column overlapped. Adding 0.0 elsewhere
+        // leaves `dc * decay` (never −0.0) unchanged, so this equals the
+        // two-pass update bit for bit.
+        let decay = (period - 1) as f32 / period as f32;
+        let increment = 1.0f32 / period as f32;
+        for (dc, &o) in self
+            .state
+            .overlap_duty_cycles
+            .iter_mut()
+            .zip(&self.overlaps)
+        {
+            *dc = *dc * decay + if o > 0 { increment } else { 0.0 };
+        }
         update_duty_cycles(
             &mut self.state.active_duty_cycles,
             self.winners.iter().map(|&c| c as usize),
@@ -1105,6 +1122,106 @@ fn inhibit_global(
             .filter(|&c| boosted[c as usize] >= threshold),
     );
     winners.sort_unstable();
+}
+
+/// Per column, the population count of its `row_words`-word row of
+/// `connected` AND `input_bits`, into `overlaps`.
+///
+/// Uses the CPU's `popcnt` instruction when it has one (checked at run
+/// time, so the binary still runs on x86-64 CPUs without it); the result is
+/// the same integer either way.
+fn overlap_counts(connected: &[u64], input_bits: &[u64], row_words: usize, overlaps: &mut [u32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("popcnt") {
+            // SAFETY: the `popcnt` target feature was just detected on the
+            // running CPU, which is the only requirement of the call.
+            unsafe { overlap_counts_popcnt(connected, input_bits, row_words, overlaps) };
+            return;
+        }
+    }
+    overlap_counts_portable(connected, input_bits, row_words, overlaps);
+}
+
+#[inline(always)]
+fn overlap_counts_portable(
+    connected: &[u64],
+    input_bits: &[u64],
+    row_words: usize,
+    overlaps: &mut [u32],
+) {
+    let input_bits = &input_bits[..row_words];
+    for (overlap, row) in overlaps.iter_mut().zip(connected.chunks_exact(row_words)) {
+        *overlap = row
+            .iter()
+            .zip(input_bits)
+            .map(|(&c, &i)| (c & i).count_ones())
+            .sum();
+    }
+}
+
+/// [`overlap_counts_portable`] compiled with the `popcnt` instruction.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "popcnt")]
+unsafe fn overlap_counts_popcnt(
+    connected: &[u64],
+    input_bits: &[u64],
+    row_words: usize,
+    overlaps: &mut [u32],
+) {
+    overlap_counts_portable(connected, input_bits, row_words, overlaps);
+}
+
+/// [`inhibit_global`] for unboosted overlaps (`boosted[c] == overlaps[c] as
+/// f32`), by counting instead of selecting: the same winners, in the same
+/// (ascending) order. `hist` is scratch.
+///
+/// The ranking is by overlap, ties to the larger column index. With `t` the
+/// largest overlap such that at least `k` columns reach it, the top `k` are
+/// every column above `t` plus the highest-indexed columns at exactly `t`.
+fn inhibit_global_unboosted(
+    overlaps: &[u32],
+    k: usize,
+    threshold: f32,
+    hist: &mut Vec<u64>,
+    winners: &mut Vec<u32>,
+) {
+    winners.clear();
+    let n = overlaps.len();
+    let k = k.min(n);
+    if k == 0 {
+        return;
+    }
+    let max = overlaps.iter().copied().max().unwrap_or(0) as usize;
+    hist.clear();
+    hist.resize(max + 1, 0);
+    for &o in overlaps {
+        hist[o as usize] += 1;
+    }
+    // Columns strictly above `t`, and `t` itself.
+    let mut above = 0usize;
+    let mut t = max;
+    while above + (hist[t] as usize) < k {
+        above += hist[t] as usize;
+        t -= 1; // cannot pass 0: all n >= k columns are at 0 or above
+    }
+    // The `k - above` highest-indexed columns at `t` win: find the lowest.
+    let mut at_t = k - above;
+    let mut cut = n;
+    while at_t > 0 {
+        cut -= 1;
+        if overlaps[cut] as usize == t {
+            at_t -= 1;
+        }
+    }
+    let t = t as u32;
+    winners.extend(
+        overlaps
+            .iter()
+            .enumerate()
+            .filter(|&(c, &o)| (o > t || (o == t && c >= cut)) && o as f32 >= threshold)
+            .map(|(c, _)| c as u32),
+    );
 }
 
 /// A `u32` whose unsigned order is `f32::total_cmp`'s order.
@@ -2059,6 +2176,38 @@ mod tests {
             let (mut keys, mut winners) = (Vec::new(), Vec::new());
             inhibit_global(&boosted, k, threshold, &mut keys, &mut winners);
             prop_assert_eq!(winners, order);
+        }
+
+        #[test]
+        fn unboosted_global_inhibition_matches_the_key_selection(
+            overlaps in proptest::collection::vec(prop_oneof![Just(0u32), Just(3u32), 0u32..12], 1..80),
+            k in 0usize..90,
+            threshold in 0.0f32..5.0,
+        ) {
+            let boosted: Vec<f32> = overlaps.iter().map(|&o| o as f32).collect();
+            let (mut keys, mut expected) = (Vec::new(), Vec::new());
+            inhibit_global(&boosted, k, threshold, &mut keys, &mut expected);
+            let (mut hist, mut winners) = (vec![7u64; 3], vec![99u32]);
+            inhibit_global_unboosted(&overlaps, k, threshold, &mut hist, &mut winners);
+            prop_assert_eq!(winners, expected);
+        }
+
+        #[test]
+        fn overlap_counts_match_the_portable_loop(
+            words in proptest::collection::vec(any::<u64>(), 1..40),
+            row_words in 1usize..5,
+        ) {
+            let rows = words.len() / row_words;
+            prop_assume!(rows > 0);
+            let connected = &words[..rows * row_words];
+            let input: Vec<u64> = words.iter().rev().take(row_words).copied().collect();
+            let mut got = vec![0u32; rows];
+            overlap_counts(connected, &input, row_words, &mut got);
+            let expected: Vec<u32> = connected
+                .chunks(row_words)
+                .map(|row| row.iter().zip(&input).map(|(&c, &i)| (c & i).count_ones()).sum())
+                .collect();
+            prop_assert_eq!(got, expected);
         }
 
         #[test]
