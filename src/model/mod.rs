@@ -471,3 +471,173 @@ impl Model {
             + self.calibration.memory_bytes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Duration, NaiveDate};
+
+    fn t(step: i64) -> NaiveDateTime {
+        NaiveDate::from_ymd_opt(2026, 1, 5)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            + Duration::hours(step)
+    }
+
+    /// The `default` pipeline, scaled down so tests run fast in debug.
+    fn small(resolution: Option<f64>) -> ModelParams {
+        let mut p = ModelParams::default_preset()
+            .with_assignments(&[
+                "sp.column_dimensions=[512]".into(),
+                "sp.num_active_columns_per_inh_area=20".into(),
+                "tm.cells_per_column=8".into(),
+            ])
+            .unwrap();
+        p.value_encoder.resolution = resolution;
+        p.set_probationary_period(200);
+        p
+    }
+
+    /// A repeating sequence of 8 well-separated values (hourly, so it lines
+    /// up with the time-of-day encoding: 3 periods a day).
+    fn periodic(step: i64) -> f64 {
+        [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0][(step % 8) as usize]
+    }
+
+    #[test]
+    fn a_learned_sequence_is_predicted_and_an_unseen_value_is_anomalous() {
+        let mut m = Model::new(small(Some(1.0))).unwrap();
+        let outputs: Vec<Output> = (0..800).map(|s| m.step(t(s), periodic(s), true)).collect();
+        let first: f64 = outputs[..16].iter().map(|o| o.raw_anomaly).sum::<f64>() / 16.0;
+        let recent: f64 = outputs[784..].iter().map(|o| o.raw_anomaly).sum::<f64>() / 16.0;
+        assert!(first > 0.5, "nothing is predicted at first: {first}");
+        assert!(recent < 0.1, "the sequence is predicted: {recent}");
+        let last = &outputs[799];
+        let p = last.prediction.expect("a forecast");
+        assert!((p.value - periodic(800)).abs() <= 1.0, "forecast {p:?}");
+        // 45 is inside the learned range but never seen: its columns burst.
+        let out = m.step(t(800), 45.0, true);
+        assert!(out.raw_anomaly >= 0.5, "raw {}", out.raw_anomaly);
+    }
+
+    #[test]
+    fn a_constant_stream_has_likelihood_one_half() {
+        let mut m = Model::new(small(Some(1.0))).unwrap();
+        let mut out = None;
+        for s in 0..600 {
+            out = Some(m.step(t(s), 42.0, true));
+        }
+        let out = out.unwrap();
+        assert!((out.likelihood - 0.5).abs() < 0.01, "{}", out.likelihood);
+        assert!(out.anomaly_score < 0.1);
+    }
+
+    #[test]
+    fn a_burst_of_unseen_values_after_a_stable_period_is_likely_anomalous() {
+        // Resolution 0.1: values 3 apart share no bits.
+        let mut m = Model::new(small(Some(0.1))).unwrap();
+        for s in 0..1500 {
+            m.step(t(s), periodic(s), true);
+        }
+        // Never-seen values inside the learned range (so the spatial rule
+        // stays silent): 15, 25, …, 75, then 17, 27, …
+        let unseen = |k: i64| 15.0 + 10.0 * (k % 7) as f64 + 2.0 * (k / 7) as f64;
+        let highest = (0..15)
+            .map(|k| m.step(t(1500 + k), unseen(k), true))
+            .inspect(|o| assert!(o.anomaly_score < 1.0 || o.log_likelihood >= 0.5))
+            .map(|o| o.likelihood)
+            .fold(0.0, f64::max);
+        assert!(highest > 0.99, "likelihood {highest}");
+    }
+
+    #[test]
+    fn a_value_outside_the_seen_range_scores_one() {
+        let mut m = Model::new(small(Some(1.0))).unwrap();
+        for s in 0..500 {
+            m.step(t(s), periodic(s), true);
+        }
+        assert_eq!(m.step(t(500), 500.0, true).anomaly_score, 1.0);
+    }
+
+    #[test]
+    fn checkpoint_and_continue_equals_never_stopping() {
+        let mut a = Model::new(small(None)).unwrap();
+        for s in 0..350 {
+            a.step(t(s), periodic(s) + (s % 5) as f64, true);
+        }
+        let config = bincode::config::standard();
+        let bytes = bincode::serde::encode_to_vec(&a, config).unwrap();
+        let (mut b, _): (Model, usize) = bincode::serde::decode_from_slice(&bytes, config).unwrap();
+        for s in 350..500 {
+            let v = periodic(s) + (s % 5) as f64;
+            assert_eq!(a.step(t(s), v, true), b.step(t(s), v, true), "step {s}");
+        }
+    }
+
+    #[test]
+    fn the_same_parameters_give_the_same_outputs() {
+        let mut a = Model::new(small(Some(1.0))).unwrap();
+        let mut b = Model::new(small(Some(1.0))).unwrap();
+        for s in 0..300 {
+            assert_eq!(
+                a.step(t(s), periodic(s), true),
+                b.step(t(s), periodic(s), true)
+            );
+        }
+    }
+
+    #[test]
+    fn calibration_holds_samples_then_fixes_the_resolution_from_their_range() {
+        let mut p = small(None);
+        p.value_encoder.calibration_samples = 50;
+        let mut m = Model::new(p.clone()).unwrap();
+        for s in 0..49 {
+            let out = m.step(t(s), periodic(s), true);
+            assert!(out.prediction.is_none() && out.learned);
+            assert_eq!(m.resolution(), None);
+        }
+        m.step(t(49), periodic(49), true);
+        let expected = p.value_encoder.resolution_for_range(10.0, 80.0);
+        assert_eq!(m.resolution(), Some(f64::from(expected as f32)));
+        assert_eq!(m.steps(), 50);
+    }
+
+    #[test]
+    fn a_flat_start_keeps_calibrating_until_the_first_change() {
+        let mut p = small(None);
+        p.value_encoder.calibration_samples = 20;
+        let mut m = Model::new(p).unwrap();
+        for s in 0..100 {
+            m.step(t(s), 7.0, true);
+        }
+        assert_eq!(m.resolution(), None);
+        m.step(t(100), 8.0, true);
+        assert!(m.resolution().is_some());
+    }
+
+    #[test]
+    fn bad_parameters_are_named() {
+        let bad = [
+            ("tm.cells_per_column=0", "tm.cells_per_column"),
+            ("sp.potential_pct=2.0", "sp.potential_pct"),
+            ("value_encoder.resolution=-1", "value_encoder.resolution"),
+            (
+                "likelihood.averaging_window=0",
+                "likelihood.averaging_window",
+            ),
+            ("spatial_anomaly.tolerance=-1", "spatial_anomaly.tolerance"),
+        ];
+        for (assignment, field) in bad {
+            let params = ModelParams::default_preset()
+                .with_assignments(&[assignment.to_owned()])
+                .unwrap();
+            let err = Model::new(params).unwrap_err();
+            assert_eq!(err.field, field, "{assignment}: {err}");
+        }
+        let err = ModelParams::default_preset()
+            .with_assignments(&["tm.no_such_thing=1".into()])
+            .unwrap_err();
+        assert_eq!(err.field, "tm.no_such_thing");
+    }
+}

@@ -293,12 +293,15 @@ impl ModelParams {
     /// The service's preset for a new stream: the `nab` pipeline with 16
     /// cells per column (half the memory and TM work; scored higher on NAB),
     /// one alert per event (50 samples of damped scores after an alert),
-    /// and the value range calibrated online from the first 100 samples.
-    /// Measurements behind each choice: `docs/nab.md`.
+    /// the value range calibrated online from the first 300 samples, and a
+    /// likelihood that learns for 300 + 300 samples. Measurements behind
+    /// each choice: `docs/nab.md`.
     pub fn default_preset() -> ModelParams {
         let mut params = ModelParams::nab();
         params.tm.cells_per_column = 16;
         params.alert_suppression.rows = 50;
+        params.value_encoder.calibration_samples = 300;
+        params.set_probationary_period(600);
         params
     }
 
