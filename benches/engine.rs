@@ -12,7 +12,7 @@ use std::path::Path;
 use criterion::{criterion_group, criterion_main, Criterion};
 
 use htm_stream::htm::date_encoder::DateEncoder;
-use htm_stream::htm::rdse::{Rdse, RdseParams};
+use htm_stream::htm::rdse::Rdse;
 use htm_stream::htm::sdr::Sdr;
 use htm_stream::htm::spatial_pooler::SpatialPooler;
 use htm_stream::htm::temporal_memory::TemporalMemory;
@@ -51,16 +51,7 @@ fn nab_params(samples: &[Sample]) -> ModelParams {
 /// The encoder outputs of every sample, as the SP sees them.
 fn encoded_inputs(samples: &[Sample], params: &ModelParams) -> Vec<Sdr> {
     let v = &params.value_encoder;
-    let rdse = Rdse::new(RdseParams {
-        size: v.size,
-        active_bits: v.active_bits,
-        sparsity: 0.0,
-        radius: 0.0,
-        resolution: v.resolution.expect("range set") as f32,
-        category: false,
-        seed: v.seed,
-    })
-    .unwrap();
+    let rdse = Rdse::new(v.rdse_params(v.resolution.expect("range set"))).unwrap();
     let date = DateEncoder::new(params.date_encoder.clone()).unwrap();
     let (mut a, mut b) = (Sdr::new(rdse.size()), Sdr::new(date.size()));
     samples

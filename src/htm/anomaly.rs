@@ -8,6 +8,8 @@
 //! nothing was. An empty input is not surprising, so it scores 0 rather
 //! than 0/0 (reference: `docs/htm-reference.md` §5.1 and §9 item 14).
 
+use super::sdr::sorted_overlap;
+
 /// Fraction of active columns not predicted (§5.1); 0 when `active` is empty.
 ///
 /// Both lists must be sorted ascending and free of duplicates (as
@@ -21,23 +23,6 @@ pub fn raw_anomaly(active_columns: &[u32], predicted_columns: &[u32]) -> f32 {
     let predicted = sorted_overlap(active_columns, predicted_columns);
     let total = active_columns.len();
     (total - predicted) as f32 / total as f32
-}
-
-/// Size of the intersection of two sorted, duplicate-free lists (a merge).
-pub(crate) fn sorted_overlap(a: &[u32], b: &[u32]) -> usize {
-    let (mut i, mut j, mut n) = (0, 0, 0);
-    while i < a.len() && j < b.len() {
-        match a[i].cmp(&b[j]) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                n += 1;
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    n
 }
 
 #[cfg(test)]

@@ -122,20 +122,7 @@ impl Sdr {
 
     /// Number of bits active in both (a linear merge of the sorted lists).
     pub fn overlap(&self, other: &Sdr) -> usize {
-        let (a, b) = (&self.active, &other.active);
-        let (mut i, mut j, mut n) = (0, 0, 0);
-        while i < a.len() && j < b.len() {
-            match a[i].cmp(&b[j]) {
-                std::cmp::Ordering::Less => i += 1,
-                std::cmp::Ordering::Greater => j += 1,
-                std::cmp::Ordering::Equal => {
-                    n += 1;
-                    i += 1;
-                    j += 1;
-                }
-            }
-        }
-        n
+        sorted_overlap(&self.active, &other.active)
     }
 
     /// Concatenate SDRs end to end: the bits of the k-th part are shifted by
@@ -183,6 +170,23 @@ impl Sdr {
         next.sort_unstable();
         self.active = next;
     }
+}
+
+/// Size of the intersection of two sorted, duplicate-free lists (a merge).
+pub fn sorted_overlap(a: &[u32], b: &[u32]) -> usize {
+    let (mut i, mut j, mut n) = (0, 0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                n += 1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    n
 }
 
 #[cfg(test)]

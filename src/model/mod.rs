@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::htm::anomaly_likelihood::{log_likelihood, AnomalyLikelihood, LikelihoodError};
 use crate::htm::date_encoder::DateEncoder;
 use crate::htm::predictor::Predictor;
-use crate::htm::rdse::{Rdse, RdseParams};
+use crate::htm::rdse::Rdse;
 use crate::htm::sdr::Sdr;
 use crate::htm::spatial_pooler::{SpatialPooler, SpatialPoolerError};
 use crate::htm::temporal_memory::{TemporalMemory, TemporalMemoryError};
@@ -156,16 +156,8 @@ impl Pipeline {
                 "must be a positive finite number",
             ));
         }
-        let rdse = Rdse::new(RdseParams {
-            size: v.size,
-            active_bits: v.active_bits,
-            sparsity: 0.0,
-            radius: 0.0,
-            resolution: resolution as f32,
-            category: false,
-            seed: v.seed,
-        })
-        .map_err(|e| prefixed("value_encoder", None, e))?;
+        let rdse =
+            Rdse::new(v.rdse_params(resolution)).map_err(|e| prefixed("value_encoder", None, e))?;
         let date = DateEncoder::new(params.date_encoder.clone())
             .map_err(|e| prefixed("date_encoder", None, e))?;
         let input_width = rdse.size() + date.size();
@@ -200,16 +192,7 @@ impl Pipeline {
     /// resolution is not known yet; a stand-in is used for the encoder).
     fn validate(params: &ModelParams) -> Result<(), ParamsError> {
         let v = &params.value_encoder;
-        let rdse = Rdse::new(RdseParams {
-            size: v.size,
-            active_bits: v.active_bits,
-            sparsity: 0.0,
-            radius: 0.0,
-            resolution: 1.0,
-            category: false,
-            seed: v.seed,
-        })
-        .map_err(|e| prefixed("value_encoder", None, e))?;
+        let rdse = Rdse::new(v.rdse_params(1.0)).map_err(|e| prefixed("value_encoder", None, e))?;
         let date = DateEncoder::new(params.date_encoder.clone())
             .map_err(|e| prefixed("date_encoder", None, e))?;
         let columns = params

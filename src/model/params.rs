@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::htm::anomaly_likelihood::AnomalyLikelihoodParams;
 use crate::htm::date_encoder::DateEncoderParams;
+use crate::htm::rdse::RdseParams;
 use crate::htm::spatial_pooler::SpatialPoolerParams;
 use crate::htm::temporal_memory::TemporalMemoryParams;
 
@@ -76,6 +77,19 @@ impl Default for ValueEncoderParams {
 }
 
 impl ValueEncoderParams {
+    /// The RDSE these parameters describe, at bucket width `resolution`.
+    pub fn rdse_params(&self, resolution: f64) -> RdseParams {
+        RdseParams {
+            size: self.size,
+            active_bits: self.active_bits,
+            sparsity: 0.0,
+            radius: 0.0,
+            resolution: resolution as f32,
+            category: false,
+            seed: self.seed,
+        }
+    }
+
     /// The bucket width NuPIC's NAB detector derives from a value range.
     pub fn resolution_for_range(&self, min: f64, max: f64) -> f64 {
         let span = (max - min).abs() * (1.0 + 2.0 * self.range_padding);
