@@ -45,16 +45,24 @@ pub async fn answer_frame(state: &Arc<AppState>, id: &StreamId, frame: &[u8]) ->
     }
 }
 
+/// Tell a WebSocket peer the server is going away (close code 1001); used by
+/// ingest sessions and feed subscribers at shutdown.
+pub(crate) async fn close_for_shutdown(socket: &mut WebSocket) {
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code: axum::extract::ws::close_code::AWAY,
+            reason: "server shutting down".into(),
+        })))
+        .await;
+}
+
 async fn run(state: Arc<AppState>, id: StreamId, mut socket: WebSocket) {
     state.metrics.ws_connections(1);
     loop {
         let frame = tokio::select! {
             biased;
             _ = state.shutdown.cancelled() => {
-                let _ = socket.send(Message::Close(Some(CloseFrame {
-                    code: axum::extract::ws::close_code::AWAY,
-                    reason: "server shutting down".into(),
-                }))).await;
+                close_for_shutdown(&mut socket).await;
                 break;
             }
             incoming = socket.recv() => incoming,
