@@ -4,7 +4,8 @@
 //!
 //! 1. [`rdse`] and [`date_encoder`] (built on [`scalar_encoder`]) turn the
 //!    value and the timestamp into [`sdr::Sdr`]s, concatenated into one input.
-//! 2. [`spatial_pooler`] maps the input to a fixed number of active columns.
+//! 2. [`spatial_pooler`] maps the input to a fixed number of active columns
+//!    (its learning pass runs on [`dense_row`]).
 //! 3. [`temporal_memory`] (on the synapse store [`connections`]) activates
 //!    cells in those columns and predicts the next columns.
 //! 4. [`anomaly`] scores how much of the input was unpredicted;
@@ -21,6 +22,7 @@ pub mod anomaly_likelihood;
 pub mod classifier;
 pub mod connections;
 pub mod date_encoder;
+pub mod dense_row;
 pub mod murmur3;
 pub mod predictor;
 pub mod random;

@@ -18,20 +18,23 @@
 //!
 //! Layout: every column owns one row of bits over the input space saying
 //! which inputs are in its potential pool, and a second row saying which of
-//! those synapses are connected. The permanences live in one flat `f32`
-//! array, column `c` owning `pool_offsets[c]..pool_offsets[c + 1]` in
-//! ascending input order (the order of the set bits). A column's overlap is
-//! then the population count of its connected row AND the input's bits — a
-//! few words per column, no per-synapse index to maintain when a permanence
-//! crosses the connected threshold (the row is rewritten as the column's
-//! synapses are walked). Both rows cost `num_inputs / 8` bytes per column,
-//! which suits the encoder-sized inputs this service feeds (hundreds to a few
-//! thousand bits). The connected rows are derived, so they are rebuilt, not
-//! stored, when a pooler is deserialized; the stored format lists the pool
-//! inputs explicitly.
+//! those synapses are connected. The permanences are dense: column `c` owns
+//! one `f32` per input bit of its row (entries outside the pool stay 0 and
+//! are never read), so a learning pass is one branch-free vector sweep
+//! ([`super::dense_row`]) instead of a walk over a compact synapse list. The
+//! potential pools of the presets cover about 80 % of the input, so the dense
+//! rows cost only a quarter more than a compact list would. A column's
+//! overlap is the population count of its connected row AND the input's
+//! bits — a few words per column, no per-synapse index to maintain when a
+//! permanence crosses the connected threshold (the sweep rewrites the row).
+//! The rows suit the encoder-sized inputs this service feeds (hundreds to a
+//! few thousand bits). The connected rows are derived, so they are rebuilt,
+//! not stored, when a pooler is deserialized; the stored format lists each
+//! pool's inputs and permanences compactly, in ascending input order.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::dense_row::{self, LANES_PER_WORD};
 use super::random::Random;
 use super::sdr::Sdr;
 
@@ -171,9 +174,9 @@ struct StoredRef<'a> {
     num_columns: u32,
     potential_radius: u32,
     connected_threshold: f32,
-    pool_offsets: &'a [u32],
+    pool_offsets: PoolOffsets<'a>,
     pool_inputs: PoolInputs<'a>,
-    pool_perms: &'a [f32],
+    pool_perms: PoolPerms<'a>,
     overlap_duty_cycles: &'a [f32],
     active_duty_cycles: &'a [f32],
     min_overlap_duty_cycles: &'a [f32],
@@ -189,6 +192,49 @@ struct StoredRef<'a> {
 struct PoolInputs<'a> {
     potential: &'a [u64],
     row_words: usize,
+}
+
+/// Serializes where each column's synapses start in the compact lists: the
+/// running total of the pool sizes, `num_columns + 1` entries from 0.
+struct PoolOffsets<'a> {
+    potential: &'a [u64],
+    row_words: usize,
+}
+
+impl Serialize for PoolOffsets<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let rows = self.potential.chunks_exact(self.row_words);
+        let mut seq = serializer.serialize_seq(Some(rows.len() + 1))?;
+        let mut total = 0u32;
+        seq.serialize_element(&total)?;
+        for row in rows {
+            total += row.iter().map(|w| w.count_ones()).sum::<u32>();
+            seq.serialize_element(&total)?;
+        }
+        seq.end()
+    }
+}
+
+/// Serializes the permanences of the pool synapses only, column after
+/// column, inputs ascending (the order of [`PoolInputs`]).
+struct PoolPerms<'a> {
+    potential: &'a [u64],
+    perms: &'a [f32],
+}
+
+impl Serialize for PoolPerms<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let len = self.potential.iter().map(|w| w.count_ones() as usize).sum();
+        let mut seq = serializer.serialize_seq(Some(len))?;
+        for (w, &bits) in self.potential.iter().enumerate() {
+            for b in SetBits(bits) {
+                seq.serialize_element(&self.perms[w * LANES_PER_WORD + b as usize])?;
+            }
+        }
+        seq.end()
+    }
 }
 
 /// The positions of the set bits of a word, ascending.
@@ -239,15 +285,15 @@ struct State {
     /// `syn_perm_connected - EPS`: a synapse is connected iff its permanence
     /// is at least this (reference §2).
     connected_threshold: f32,
-    /// Column `c`'s synapses are `pool_offsets[c]..pool_offsets[c + 1]`.
-    pool_offsets: Vec<u32>,
     /// Words per column row (`ceil(num_inputs / 64)`).
     row_words: usize,
     /// Column `c`'s potential pool: bit `i` of row `c` (words
     /// `c * row_words..`) is set iff input `i` is in the pool.
     potential: Vec<u64>,
-    /// Permanence of every synapse, in [0, 1], inputs ascending per column.
-    pool_perms: Vec<f32>,
+    /// Dense permanences, laid out like `potential` with one `f32` per bit:
+    /// entry `c * 64 * row_words + i` is the permanence of column `c`'s
+    /// synapse on input `i`, in [0, 1]; 0 where `i` is not in the pool.
+    perms: Vec<f32>,
     overlap_duty_cycles: Vec<f32>,
     active_duty_cycles: Vec<f32>,
     min_overlap_duty_cycles: Vec<f32>,
@@ -285,6 +331,23 @@ pub struct SpatialPooler {
     active_mask: Vec<bool>,
     /// Scratch for finding the k-th largest permanence of a column.
     perm_scratch: Vec<f32>,
+    /// Per input lane, the permanence change of a learning step:
+    /// `+syn_perm_active_inc` on active inputs, `-syn_perm_inactive_dec`
+    /// elsewhere (scratch, rebuilt each learning step).
+    learn_delta: Vec<f32>,
+    /// `uniform_value` in every input lane, for bumps and rebuilds (scratch).
+    uniform_delta: Vec<f32>,
+    /// The constant `uniform_delta` holds.
+    uniform_value: f32,
+}
+
+/// Which per-input change [`SpatialPooler::update_column`] applies.
+#[derive(Clone, Copy, Debug)]
+enum Delta {
+    /// This learning step's `learn_delta`.
+    Learn,
+    /// The same change for every synapse.
+    Constant(f32),
 }
 
 impl Serialize for SpatialPooler {
@@ -297,12 +360,18 @@ impl Serialize for SpatialPooler {
             num_columns: st.num_columns,
             potential_radius: st.potential_radius,
             connected_threshold: st.connected_threshold,
-            pool_offsets: &st.pool_offsets,
+            pool_offsets: PoolOffsets {
+                potential: &st.potential,
+                row_words: st.row_words,
+            },
             pool_inputs: PoolInputs {
                 potential: &st.potential,
                 row_words: st.row_words,
             },
-            pool_perms: &st.pool_perms,
+            pool_perms: PoolPerms {
+                potential: &st.potential,
+                perms: &st.perms,
+            },
             overlap_duty_cycles: &st.overlap_duty_cycles,
             active_duty_cycles: &st.active_duty_cycles,
             min_overlap_duty_cycles: &st.min_overlap_duty_cycles,
@@ -340,10 +409,9 @@ impl SpatialPooler {
             num_columns,
             potential_radius: params.potential_radius.min(num_inputs),
             connected_threshold: params.syn_perm_connected - EPS,
-            pool_offsets: Vec::with_capacity(n + 1),
             row_words,
             potential: vec![0; row_words * n],
-            pool_perms: Vec::new(),
+            perms: vec![0.0; row_words * LANES_PER_WORD * n],
             overlap_duty_cycles: vec![0.0; n],
             active_duty_cycles: vec![0.0; n],
             min_overlap_duty_cycles: vec![0.0; n],
@@ -372,6 +440,9 @@ impl SpatialPooler {
             winners: Vec::with_capacity(n),
             active_mask: vec![false; n],
             perm_scratch: Vec::new(),
+            learn_delta: vec![0.0; state.row_words * LANES_PER_WORD],
+            uniform_delta: vec![0.0; state.row_words * LANES_PER_WORD],
+            uniform_value: 0.0,
             state,
         }
     }
@@ -410,16 +481,19 @@ impl SpatialPooler {
             return corrupt("per-column arrays have the wrong length");
         }
         let row_words = (num_inputs as usize).div_ceil(64);
+        let row_lanes = row_words * LANES_PER_WORD;
         let mut potential = vec![0u64; row_words * n];
+        let mut perms = vec![0.0f32; row_lanes * n];
         for c in 0..n {
-            let pool = &state.pool_inputs
-                [state.pool_offsets[c] as usize..state.pool_offsets[c + 1] as usize];
+            let synapses = state.pool_offsets[c] as usize..state.pool_offsets[c + 1] as usize;
+            let pool = &state.pool_inputs[synapses.clone()];
             if pool.windows(2).any(|w| w[0] >= w[1]) {
                 return corrupt("a potential pool is not strictly ascending");
             }
             let row = &mut potential[c * row_words..(c + 1) * row_words];
-            for &i in pool {
+            for (&i, &perm) in pool.iter().zip(&state.pool_perms[synapses]) {
                 row[(i / 64) as usize] |= 1u64 << (i % 64);
+                perms[c * row_lanes + i as usize] = perm;
             }
         }
         let state = State {
@@ -429,10 +503,9 @@ impl SpatialPooler {
             num_columns,
             potential_radius: state.potential_radius,
             connected_threshold: state.connected_threshold,
-            pool_offsets: state.pool_offsets,
             row_words,
             potential,
-            pool_perms: state.pool_perms,
+            perms,
             overlap_duty_cycles: state.overlap_duty_cycles,
             active_duty_cycles: state.active_duty_cycles,
             min_overlap_duty_cycles: state.min_overlap_duty_cycles,
@@ -450,44 +523,42 @@ impl SpatialPooler {
     /// Recompute every column's connected row from the permanences.
     fn rebuild_connected_index(&mut self) {
         for c in 0..self.state.num_columns {
-            self.update_column(c, |_, perm| perm);
+            self.update_column(c, Delta::Constant(0.0));
         }
     }
 
-    /// Walk the synapses of `column` in input order, setting each permanence
-    /// to `f(is_input_active, old)` clamped to [0, 1] (`is_input_active`
-    /// reads `self.input_bits`), and rewrite the column's connected row and
-    /// count to match.
+    /// Add the chosen per-input change to every synapse of `column`,
+    /// clamping to [0, 1], and rewrite the column's connected row and count
+    /// to match.
     #[inline]
-    fn update_column(&mut self, column: u32, f: impl Fn(bool, f32) -> f32) {
+    fn update_column(&mut self, column: u32, delta: Delta) {
         let st = &mut self.state;
         let c = column as usize;
-        let row = c * st.row_words..(c + 1) * st.row_words;
-        let threshold = st.connected_threshold;
-        let mut s = st.pool_offsets[c] as usize;
-        let mut count = 0;
-        for ((&pot, conn), &active) in st.potential[row.clone()]
-            .iter()
-            .zip(&mut self.connected[row])
-            .zip(&self.input_bits)
-        {
-            let mut connected = 0u64;
-            let mut bits = pot;
-            while bits != 0 {
-                let bit = bits & bits.wrapping_neg();
-                bits ^= bit;
-                let perm = f(active & bit != 0, st.pool_perms[s]).clamp(0.0, 1.0);
-                st.pool_perms[s] = perm;
-                // Branch-free: whether a synapse connects is data-dependent
-                // and mispredicts often.
-                connected |= bit & u64::from(perm >= threshold).wrapping_neg();
-                s += 1;
+        let words = c * st.row_words..(c + 1) * st.row_words;
+        let lanes = words.start * LANES_PER_WORD..words.end * LANES_PER_WORD;
+        let delta = match delta {
+            Delta::Learn => &self.learn_delta,
+            Delta::Constant(value) => {
+                if value.to_bits() != self.uniform_value.to_bits() {
+                    self.uniform_delta.fill(value);
+                    self.uniform_value = value;
+                }
+                &self.uniform_delta
             }
-            *conn = connected;
-            count += connected.count_ones();
-        }
-        debug_assert_eq!(s, st.pool_offsets[c + 1] as usize);
-        self.num_connected[c] = count;
+        };
+        self.num_connected[c] = dense_row::update_row(
+            &mut st.perms[lanes],
+            delta,
+            &st.potential[words.clone()],
+            st.connected_threshold,
+            &mut self.connected[words],
+        );
+    }
+
+    /// Column `c`'s dense permanences (64 per pool word).
+    fn row_perms(&self, column: u32) -> &[f32] {
+        let lanes = self.state.row_words * LANES_PER_WORD;
+        &self.state.perms[column as usize * lanes..(column as usize + 1) * lanes]
     }
 
     /// The inputs of `column`'s potential pool, ascending.
@@ -505,8 +576,7 @@ impl SpatialPooler {
     fn initialize_pools(&mut self) {
         let mut neighbourhood = Vec::new();
         let mut chosen = Vec::new();
-        self.state.pool_offsets.clear();
-        self.state.pool_offsets.push(0);
+        let row_lanes = self.state.row_words * LANES_PER_WORD;
         for c in 0..self.state.num_columns {
             let st = &mut self.state;
             let centre = map_column(c, &st.params.column_dimensions, &st.input_dimensions);
@@ -524,6 +594,7 @@ impl SpatialPooler {
             chosen.sort_unstable();
             let connected = st.params.syn_perm_connected;
             let row = &mut st.potential[c as usize * st.row_words..];
+            let perms = &mut st.perms[c as usize * row_lanes..];
             for &input in &chosen {
                 let perm = if st.rng.next_f64() <= INIT_CONNECTED_PCT {
                     st.rng.real_range(connected, 1.0)
@@ -531,10 +602,9 @@ impl SpatialPooler {
                     st.rng.real_range(0.0, connected)
                 };
                 row[(input / 64) as usize] |= 1u64 << (input % 64);
-                st.pool_perms.push(perm.clamp(0.0, 1.0));
+                perms[input as usize] = perm.clamp(0.0, 1.0);
             }
-            st.pool_offsets.push(st.pool_perms.len() as u32);
-            self.update_column(c, |_, perm| perm);
+            self.update_column(c, Delta::Constant(0.0));
             self.raise_permanences_to_threshold(c);
         }
     }
@@ -603,9 +673,9 @@ impl SpatialPooler {
     /// The potential pool of `column` as (input, permanence), inputs
     /// ascending. For tests and diagnostics (allocates).
     pub fn permanences(&self, column: u32) -> Vec<(u32, f32)> {
+        let perms = self.row_perms(column);
         self.pool_inputs(column)
-            .zip(&self.state.pool_perms[self.synapse_range(column)])
-            .map(|(i, &p)| (i, p))
+            .map(|i| (i, perms[i as usize]))
             .collect()
     }
 
@@ -622,9 +692,8 @@ impl SpatialPooler {
         let st = &self.state;
         bytes(&st.input_dimensions)
             + bytes(&st.params.column_dimensions)
-            + bytes(&st.pool_offsets)
             + bytes(&st.potential)
-            + bytes(&st.pool_perms)
+            + bytes(&st.perms)
             + bytes(&st.overlap_duty_cycles)
             + bytes(&st.active_duty_cycles)
             + bytes(&st.min_overlap_duty_cycles)
@@ -639,6 +708,8 @@ impl SpatialPooler {
             + bytes(&self.winners)
             + bytes(&self.active_mask)
             + bytes(&self.perm_scratch)
+            + bytes(&self.learn_delta)
+            + bytes(&self.uniform_delta)
     }
 
     /// Map `input` to active columns, written (ascending) into `active`, and
@@ -787,6 +858,7 @@ impl SpatialPooler {
 
     /// The learning half of `compute` (reference §3.3 step 5).
     fn learn(&mut self) {
+        self.fill_learn_delta();
         for w in 0..self.winners.len() {
             let c = self.winners[w];
             self.adapt_segment(c);
@@ -824,28 +896,36 @@ impl SpatialPooler {
         }
     }
 
-    fn synapse_range(&self, column: u32) -> std::ops::Range<usize> {
-        let o = &self.state.pool_offsets;
-        o[column as usize] as usize..o[column as usize + 1] as usize
+    /// Spread the input bits into `learn_delta`: `+syn_perm_active_inc` on
+    /// active inputs, `-syn_perm_inactive_dec` on the others.
+    fn fill_learn_delta(&mut self) {
+        let inc = self.state.params.syn_perm_active_inc;
+        let dec = self.state.params.syn_perm_inactive_dec;
+        for (lanes, &active) in self
+            .learn_delta
+            .chunks_exact_mut(LANES_PER_WORD)
+            .zip(&self.input_bits)
+        {
+            for (j, d) in lanes.iter_mut().enumerate() {
+                *d = if active >> j & 1 != 0 { inc } else { -dec };
+            }
+        }
     }
 
     /// Hebbian update of a winning column: synapses on active inputs (the
-    /// bits in `input_bits`) gain `syn_perm_active_inc`, the others lose
-    /// `syn_perm_inactive_dec` (reference §2 `adapt_segment`, no pruning;
-    /// permanences clamped to [0, 1] as in `update_permanence`).
+    /// bits in `input_bits`, spread into `learn_delta` by
+    /// [`Self::fill_learn_delta`])
+    /// gain `syn_perm_active_inc`, the others lose `syn_perm_inactive_dec`
+    /// (reference §2 `adapt_segment`, no pruning; permanences clamped to
+    /// [0, 1] as in `update_permanence`).
     fn adapt_segment(&mut self, column: u32) {
-        let inc = self.state.params.syn_perm_active_inc;
-        let dec = self.state.params.syn_perm_inactive_dec;
-        self.update_column(column, |active, perm| {
-            let delta = if active { inc } else { -dec };
-            perm + delta
-        });
+        self.update_column(column, Delta::Learn);
     }
 
     /// Add `delta` to every permanence of `column` (reference §2
     /// `bump_segment`).
     fn bump_segment(&mut self, column: u32, delta: f32) {
-        self.update_column(column, |_, perm| perm + delta);
+        self.update_column(column, Delta::Constant(delta));
     }
 
     /// Make sure `column` has at least `stimulus_threshold` connected
@@ -853,15 +933,18 @@ impl SpatialPooler {
     /// (reference §2 `raise_permanences_to_threshold`).
     fn raise_permanences_to_threshold(&mut self, column: u32) {
         let wanted = self.state.params.stimulus_threshold as usize;
-        let range = self.synapse_range(column);
-        if wanted == 0 || self.num_connected[column as usize] as usize >= wanted || range.is_empty()
-        {
+        if wanted == 0 || self.num_connected[column as usize] as usize >= wanted {
             return;
         }
-        let k = wanted.min(range.len());
-        self.perm_scratch.clear();
-        self.perm_scratch
-            .extend_from_slice(&self.state.pool_perms[range]);
+        let mut scratch = std::mem::take(&mut self.perm_scratch);
+        scratch.clear();
+        let perms = self.row_perms(column);
+        scratch.extend(self.pool_inputs(column).map(|i| perms[i as usize]));
+        self.perm_scratch = scratch;
+        if self.perm_scratch.is_empty() {
+            return;
+        }
+        let k = wanted.min(self.perm_scratch.len());
         let (_, kth, _) = self
             .perm_scratch
             .select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
@@ -969,8 +1052,9 @@ impl SpatialPooler {
         let mut lo = [u32::MAX; MAX_DIMENSIONS];
         let mut hi = [0u32; MAX_DIMENSIONS];
         let mut any = false;
-        let perms = &st.pool_perms[self.synapse_range(column)];
-        for (input, &perm) in self.pool_inputs(column).zip(perms) {
+        let perms = self.row_perms(column);
+        for input in self.pool_inputs(column) {
+            let perm = perms[input as usize];
             if perm < threshold {
                 continue;
             }
@@ -1453,11 +1537,25 @@ mod tests {
     }
 
     fn brute_force_connected(sp: &SpatialPooler) -> usize {
-        sp.state
-            .pool_perms
-            .iter()
-            .filter(|&&p| p >= sp.state.connected_threshold)
+        (0..sp.num_columns())
+            .flat_map(|c| sp.permanences(c))
+            .filter(|&(_, p)| p >= sp.state.connected_threshold)
             .count()
+    }
+
+    /// Every pool synapse's permanence, column after column, inputs ascending.
+    fn pool_perms(sp: &SpatialPooler) -> Vec<f32> {
+        (0..sp.num_columns())
+            .flat_map(|c| sp.permanences(c))
+            .map(|(_, p)| p)
+            .collect()
+    }
+
+    /// The permanence of the `k`-th pool synapse of `column`.
+    fn pool_perm_mut(sp: &mut SpatialPooler, column: u32, k: usize) -> &mut f32 {
+        let input = sp.pool_inputs(column).nth(k).unwrap() as usize;
+        let lanes = sp.state.row_words * LANES_PER_WORD;
+        &mut sp.state.perms[column as usize * lanes + input]
     }
 
     #[test]
@@ -1730,7 +1828,7 @@ mod tests {
         let expected: Vec<u32> = (0..50)
             .flat_map(|c| sp.permanences(c).into_iter().map(|(i, _)| i))
             .collect();
-        assert_eq!(stored.len(), sp.state.pool_perms.len());
+        assert_eq!(stored.len(), pool_perms(&sp).len());
         assert_eq!(stored, expected);
     }
 
@@ -1892,8 +1990,7 @@ mod tests {
     #[test]
     fn bumping_weak_columns_raises_all_their_permanences() {
         let mut sp = SpatialPooler::new(&[100], small_params()).unwrap();
-        let first = sp.synapse_range(3).start;
-        sp.state.pool_perms[first] = 0.995;
+        *pool_perm_mut(&mut sp, 3, 0) = 0.995;
         sp.rebuild_connected_index();
         let before: Vec<Vec<(u32, f32)>> = (0..50).map(|c| sp.permanences(c)).collect();
         sp.state.min_overlap_duty_cycles[3] = 0.5;
@@ -1917,9 +2014,8 @@ mod tests {
         let mut sp = SpatialPooler::new(&[100], small_params()).unwrap();
         // Pin one synapse at each clamp edge: the first is active (clamps at
         // 1), the second inactive (clamps at 0).
-        let r = sp.synapse_range(0);
-        sp.state.pool_perms[r.start] = 0.95;
-        sp.state.pool_perms[r.start + 1] = 0.005;
+        *pool_perm_mut(&mut sp, 0, 0) = 0.95;
+        *pool_perm_mut(&mut sp, 0, 1) = 0.005;
         sp.rebuild_connected_index();
         let pool = sp.permanences(0);
         let active: Vec<u32> = pool.iter().step_by(2).map(|&(i, _)| i).collect();
@@ -1927,6 +2023,7 @@ mod tests {
         for &i in &active {
             sp.input_bits[(i / 64) as usize] |= 1 << (i % 64);
         }
+        sp.fill_learn_delta();
         sp.adapt_segment(0);
         for (&(i, old), &(j, new)) in pool.iter().zip(&sp.permanences(0)) {
             assert_eq!(i, j);
@@ -1975,7 +2072,7 @@ mod tests {
             sp.compute(&random_input(100, 0.1, 500 + step), false, &mut active);
             first.push(active.clone());
         }
-        assert_eq!(sp.state.pool_perms, before.state.pool_perms);
+        assert_eq!(sp.state.perms, before.state.perms);
         assert_eq!(sp.active_duty_cycles(), before.active_duty_cycles());
         assert_eq!(sp.overlap_duty_cycles(), before.overlap_duty_cycles());
         assert_eq!(
@@ -2055,7 +2152,7 @@ mod tests {
     #[test]
     fn memory_estimate_covers_the_synapses() {
         let sp = SpatialPooler::new(&[100], small_params()).unwrap();
-        let synapses = sp.state.pool_perms.len();
+        let synapses = pool_perms(&sp).len();
         assert_eq!(synapses, 50 * 50);
         assert!(sp.memory_bytes() >= synapses * 8);
         assert!(sp.memory_bytes() < synapses * 40);
@@ -2094,8 +2191,8 @@ mod tests {
         // Every column connected to inputs 2 and 7 only: span 6.
         for c in 0..20 {
             let inputs: Vec<u32> = sp.pool_inputs(c).collect();
-            for (s, i) in sp.synapse_range(c).zip(inputs) {
-                sp.state.pool_perms[s] = if i == 2 || i == 7 { 0.5 } else { 0.0 };
+            for (k, i) in inputs.into_iter().enumerate() {
+                *pool_perm_mut(&mut sp, c, k) = if i == 2 || i == 7 { 0.5 } else { 0.0 };
             }
         }
         sp.rebuild_connected_index();
@@ -2104,8 +2201,8 @@ mod tests {
         // diameter 6 · (20 / 20) → radius round(2.5) = 3.
         assert_eq!(sp.inhibition_radius(), 3);
         // A synapse exactly at the connected permanence is not counted here.
-        for s in sp.synapse_range(0) {
-            sp.state.pool_perms[s] = 0.1;
+        for k in 0..sp.permanences(0).len() {
+            *pool_perm_mut(&mut sp, 0, k) = 0.1;
         }
         assert_eq!(sp.connected_span(0), 0.0);
     }
@@ -2158,7 +2255,7 @@ mod tests {
             for step in 0..60 {
                 sp.compute(&random_input(100, 0.15, seed * 100 + step), true, &mut active);
             }
-            prop_assert!(sp.state.pool_perms.iter().all(|p| (0.0..=1.0).contains(p)));
+            prop_assert!(sp.state.perms.iter().all(|p| (0.0..=1.0).contains(p)));
             prop_assert_eq!(sp.num_connected_synapses(), brute_force_connected(&sp));
         }
 
@@ -2239,7 +2336,7 @@ mod tests {
                 b.compute(&input, true, &mut out_b);
                 prop_assert_eq!(&out_a, &out_b);
             }
-            prop_assert_eq!(a.state.pool_perms, b.state.pool_perms);
+            prop_assert_eq!(&a.state.perms, &b.state.perms);
         }
     }
 
@@ -2286,7 +2383,7 @@ mod tests {
         let per_step = start.elapsed() / 200;
         println!(
             "synapses {} connected {} memory {} bytes, {:?}/step (this profile)",
-            sp.state.pool_perms.len(),
+            pool_perms(&sp).len(),
             sp.num_connected_synapses(),
             sp.memory_bytes(),
             per_step
