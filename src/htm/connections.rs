@@ -57,6 +57,17 @@ impl Fanout {
     }
 }
 
+/// One synapse: the cell it listens to, the segment that owns it (`DEAD`
+/// once destroyed), its permanence in `[0, 1]`, and its slot in the
+/// presynaptic cell's fanout list.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+struct Synapse {
+    presyn: u32,
+    segment: u32,
+    permanence: f32,
+    slot: u32,
+}
+
 /// Where one list of a [`ListPool`] lives.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct ListHead {
@@ -212,14 +223,9 @@ pub struct Connections {
     /// Destroyed segment ids, reused last-in first-out.
     free_segments: Vec<u32>,
 
-    /// Per synapse id: the presynaptic cell (an index into the input space).
-    synapse_presyn: Vec<u32>,
-    /// Per synapse id: the owning segment, or `DEAD` once destroyed.
-    synapse_segment: Vec<u32>,
-    /// Per synapse id: the permanence, always in `[0, 1]`.
-    synapse_permanence: Vec<f32>,
-    /// Per synapse id: its slot in its presynaptic cell's fanout list.
-    synapse_slot: Vec<u32>,
+    /// Per synapse id: what the synapse is (one record, so the fields a
+    /// walk over a segment needs share a cache line).
+    synapses: Vec<Synapse>,
     /// Destroyed synapse ids, reused last-in first-out.
     free_synapses: Vec<u32>,
 
@@ -329,10 +335,7 @@ impl Connections {
             segment_synapses: Vec::new(),
             segment_connected: Vec::new(),
             free_segments: Vec::new(),
-            synapse_presyn: Vec::new(),
-            synapse_segment: Vec::new(),
-            synapse_permanence: Vec::new(),
-            synapse_slot: Vec::new(),
+            synapses: Vec::new(),
             free_synapses: Vec::new(),
             fanout: ListPool::default(),
             scratch: Vec::new(),
@@ -393,7 +396,7 @@ impl Connections {
             let score: f32 = self.segment_synapses[segment as usize]
                 .iter()
                 .map(|&s| {
-                    let p = self.synapse_permanence[s as usize];
+                    let p = self.synapses[s as usize].permanence;
                     p * p
                 })
                 .fold(0.0, |acc, x| acc + x);
@@ -422,9 +425,9 @@ impl Connections {
         let existing = self.segment_synapses[segment as usize]
             .iter()
             .copied()
-            .find(|&s| self.synapse_presyn[s as usize] == presynaptic_cell);
+            .find(|&s| self.synapses[s as usize].presyn == presynaptic_cell);
         if let Some(synapse) = existing {
-            if permanence > self.synapse_permanence[synapse as usize] {
+            if permanence > self.synapses[synapse as usize].permanence {
                 self.update_permanence(synapse, permanence);
             }
             return synapse;
@@ -434,17 +437,22 @@ impl Connections {
         let synapse = match self.free_synapses.pop() {
             Some(id) => {
                 let i = id as usize;
-                self.synapse_presyn[i] = presynaptic_cell;
-                self.synapse_segment[i] = segment;
-                self.synapse_permanence[i] = permanence;
+                self.synapses[i] = Synapse {
+                    presyn: presynaptic_cell,
+                    segment,
+                    permanence,
+                    slot: 0,
+                };
                 id
             }
             None => {
-                let id = self.synapse_presyn.len() as u32;
-                self.synapse_presyn.push(presynaptic_cell);
-                self.synapse_segment.push(segment);
-                self.synapse_permanence.push(permanence);
-                self.synapse_slot.push(0);
+                let id = self.synapses.len() as u32;
+                self.synapses.push(Synapse {
+                    presyn: presynaptic_cell,
+                    segment,
+                    permanence,
+                    slot: 0,
+                });
                 id
             }
         };
@@ -464,7 +472,7 @@ impl Connections {
     /// its id.
     pub fn destroy_synapse(&mut self, synapse: u32) {
         let i = synapse as usize;
-        let segment = self.synapse_segment[i];
+        let segment = self.synapses[i].segment;
         assert!(segment != DEAD, "synapse {synapse} destroyed twice");
         let connected = self.is_connected(synapse);
         self.index_remove(synapse);
@@ -477,7 +485,7 @@ impl Connections {
             .position(|&s| s == synapse)
             .expect("synapse missing from its segment");
         list.swap_remove(at);
-        self.synapse_segment[i] = DEAD;
+        self.synapses[i].segment = DEAD;
         self.free_synapses.push(synapse);
     }
 
@@ -509,13 +517,13 @@ impl Connections {
     pub fn update_permanence(&mut self, synapse: u32, permanence: f32) {
         let i = synapse as usize;
         let permanence = permanence.clamp(0.0, 1.0);
-        let was = self.synapse_permanence[i] >= self.connected_threshold;
+        let was = self.synapses[i].permanence >= self.connected_threshold;
         let now = permanence >= self.connected_threshold;
-        self.synapse_permanence[i] = permanence;
+        self.synapses[i].permanence = permanence;
         if was != now {
-            let segment = self.synapse_segment[i] as usize;
-            let presyn = self.synapse_presyn[i] as usize;
-            let entry = &mut self.fanout.get_mut(presyn)[self.synapse_slot[i] as usize];
+            let segment = self.synapses[i].segment as usize;
+            let presyn = self.synapses[i].presyn as usize;
+            let entry = &mut self.fanout.get_mut(presyn)[self.synapses[i].slot as usize];
             debug_assert_eq!(entry.synapse, synapse);
             entry.tagged ^= CONNECTED_FLAG;
             if now {
@@ -549,12 +557,12 @@ impl Connections {
         let synapses = std::mem::take(&mut self.segment_synapses[segment as usize]);
         for &synapse in &synapses {
             let s = synapse as usize;
-            let delta = if is_active(self.synapse_presyn[s]) {
+            let delta = if is_active(self.synapses[s].presyn) {
                 increment
             } else {
                 -decrement
             };
-            let permanence = self.synapse_permanence[s];
+            let permanence = self.synapses[s].permanence;
             if prune && permanence + delta < PERMANENCE_EPSILON {
                 doomed.push(synapse);
             } else {
@@ -589,7 +597,7 @@ impl Connections {
         perms.extend(
             synapses
                 .iter()
-                .map(|&s| self.synapse_permanence[s as usize].to_bits()),
+                .map(|&s| self.synapses[s as usize].permanence.to_bits()),
         );
         let k = (k as usize).min(perms.len());
         let (_, kth, _) = perms.select_nth_unstable_by(k - 1, |a, b| {
@@ -609,7 +617,7 @@ impl Connections {
     pub fn bump_segment(&mut self, segment: u32, delta: f32) {
         for k in 0..self.segment_synapses[segment as usize].len() {
             let synapse = self.segment_synapses[segment as usize][k];
-            let permanence = self.synapse_permanence[synapse as usize];
+            let permanence = self.synapses[synapse as usize].permanence;
             self.update_permanence(synapse, permanence + delta);
         }
     }
@@ -626,14 +634,15 @@ impl Connections {
                 .copied()
                 .filter(|&s| {
                     exclude
-                        .binary_search(&self.synapse_presyn[s as usize])
+                        .binary_search(&self.synapses[s as usize].presyn)
                         .is_err()
                 }),
         );
-        let perms = &self.synapse_permanence;
+        let synapses = &self.synapses;
         doomed.sort_unstable_by(|&a, &b| {
-            perms[a as usize]
-                .partial_cmp(&perms[b as usize])
+            synapses[a as usize]
+                .permanence
+                .partial_cmp(&synapses[b as usize].permanence)
                 .unwrap_or(std::cmp::Ordering::Equal)
                 .then(a.cmp(&b))
         });
@@ -731,7 +740,7 @@ impl Connections {
 
     /// The segment holding `synapse`.
     pub fn segment_for_synapse(&self, synapse: u32) -> u32 {
-        self.synapse_segment[synapse as usize]
+        self.synapses[synapse as usize].segment
     }
 
     /// Whether `segment` is a live id.
@@ -743,17 +752,17 @@ impl Connections {
 
     /// The permanence of `synapse`.
     pub fn permanence(&self, synapse: u32) -> f32 {
-        self.synapse_permanence[synapse as usize]
+        self.synapses[synapse as usize].permanence
     }
 
     /// The presynaptic cell of `synapse`.
     pub fn presynaptic_cell(&self, synapse: u32) -> u32 {
-        self.synapse_presyn[synapse as usize]
+        self.synapses[synapse as usize].presyn
     }
 
     /// Whether `synapse` is connected.
     pub fn is_connected(&self, synapse: u32) -> bool {
-        self.synapse_permanence[synapse as usize] >= self.connected_threshold
+        self.synapses[synapse as usize].permanence >= self.connected_threshold
     }
 
     /// Number of live segments.
@@ -763,7 +772,7 @@ impl Connections {
 
     /// Number of live synapses.
     pub fn num_synapses(&self) -> usize {
-        self.synapse_presyn.len() - self.free_synapses.len()
+        self.synapses.len() - self.free_synapses.len()
     }
 
     /// Number of connected synapses on `segment`.
@@ -789,10 +798,7 @@ impl Connections {
             + 4 * (self.segment_cell.capacity()
                 + self.segment_connected.capacity()
                 + self.free_segments.capacity()
-                + self.synapse_presyn.capacity()
-                + self.synapse_segment.capacity()
-                + self.synapse_permanence.capacity()
-                + self.synapse_slot.capacity()
+                + 4 * self.synapses.capacity()
                 + self.free_synapses.capacity()
                 + self.scratch.capacity()
                 + self.candidates.capacity())
@@ -801,26 +807,26 @@ impl Connections {
     // ---------------------------------------------------------- reverse index
 
     fn index_insert(&mut self, synapse: u32, connected: bool) {
-        let presyn = self.synapse_presyn[synapse as usize] as usize;
+        let presyn = self.synapses[synapse as usize].presyn as usize;
         self.fanout.ensure_lists(presyn + 1);
-        self.synapse_slot[synapse as usize] = self.fanout.get(presyn).len() as u32;
+        self.synapses[synapse as usize].slot = self.fanout.get(presyn).len() as u32;
         let flag = if connected { CONNECTED_FLAG } else { 0 };
         self.fanout.push(
             presyn,
             Fanout {
-                tagged: self.synapse_segment[synapse as usize] | flag,
+                tagged: self.synapses[synapse as usize].segment | flag,
                 synapse,
             },
         );
     }
 
     fn index_remove(&mut self, synapse: u32) {
-        let presyn = self.synapse_presyn[synapse as usize] as usize;
-        let slot = self.synapse_slot[synapse as usize] as usize;
+        let presyn = self.synapses[synapse as usize].presyn as usize;
+        let slot = self.synapses[synapse as usize].slot as usize;
         debug_assert_eq!(self.fanout.get(presyn)[slot].synapse, synapse);
         self.fanout.swap_remove(presyn, slot);
         if let Some(moved) = self.fanout.get(presyn).get(slot) {
-            self.synapse_slot[moved.synapse as usize] = slot as u32;
+            self.synapses[moved.synapse as usize].slot = slot as u32;
         }
     }
 }
@@ -848,18 +854,18 @@ impl Connections {
             for &synapse in synapses {
                 live_synapses += 1;
                 let s = synapse as usize;
-                assert_eq!(self.synapse_segment[s], segment as u32);
-                let p = self.synapse_permanence[s];
+                assert_eq!(self.synapses[s].segment, segment as u32);
+                let p = self.synapses[s].permanence;
                 assert!((0.0..=1.0).contains(&p), "permanence {p} out of range");
                 if self.is_connected(synapse) {
                     connected += 1;
                 }
-                let list = self.fanout.get(self.synapse_presyn[s] as usize);
-                let entry = list[self.synapse_slot[s] as usize];
+                let list = self.fanout.get(self.synapses[s].presyn as usize);
+                let entry = list[self.synapses[s].slot as usize];
                 assert_eq!(entry.synapse, synapse);
                 assert_eq!(entry.segment(), segment as u32);
                 assert_eq!(entry.connected(), self.is_connected(synapse));
-                presyns.push(self.synapse_presyn[s]);
+                presyns.push(self.synapses[s].presyn);
             }
             assert_eq!(self.segment_connected[segment], connected);
             presyns.sort_unstable();
@@ -871,7 +877,7 @@ impl Connections {
         assert_eq!(indexed, live_synapses);
         assert_eq!(self.num_synapses(), live_synapses);
         for &synapse in &self.free_synapses {
-            assert_eq!(self.synapse_segment[synapse as usize], DEAD);
+            assert_eq!(self.synapses[synapse as usize].segment, DEAD);
         }
     }
 }
