@@ -1159,8 +1159,10 @@ mod tests {
             }
         }
 
-        /// A detector firing only at each window's left edge scores 100 and
-        /// a constant one scores 0, in every profile.
+        /// A detector firing only at each window's left edge scores 100. A
+        /// constant detector has two choices of threshold, never firing or
+        /// firing on every row; the sweep must pick the better of the two
+        /// (with wide windows, firing everywhere can beat the null detector).
         #[test]
         fn perfect_scores_100_and_constant_scores_0(files in arb_corpus()) {
             prop_assume!(files.iter().any(|f| !f.windows.is_empty()));
@@ -1176,10 +1178,20 @@ mod tests {
             }
             let ps = score_files(&perfect).unwrap();
             let cs = score_files(&constant).unwrap();
-            for (p, c) in ps.profiles.iter().zip(&cs.profiles) {
+            for ((p, c), profile) in ps.profiles.iter().zip(&cs.profiles).zip(Profile::ALL) {
                 prop_assert!((p.normalized - 100.0).abs() < 1e-9, "{}", p.normalized);
-                prop_assert_eq!(c.normalized, 0.0);
-                prop_assert_eq!(c.threshold, NO_DETECTION_THRESHOLD);
+                let fire_everywhere: f64 = constant
+                    .iter()
+                    .map(|f| geometry(f).score_at(&f.scores, 0.3, &profile).score)
+                    .sum();
+                if fire_everywhere > c.null_raw + 1e-9 {
+                    prop_assert_eq!(c.threshold, 0.3);
+                    prop_assert!((c.raw - fire_everywhere).abs() < 1e-9);
+                    prop_assert!(c.normalized > 0.0);
+                } else {
+                    prop_assert!((c.raw - c.null_raw).abs() < 1e-9);
+                    prop_assert!(c.normalized.abs() < 1e-9);
+                }
             }
         }
     }
