@@ -17,8 +17,15 @@
 //! vector, in the order the bits were first seen. A bit without a row has
 //! only zero weights in the dense table (weights change only for active
 //! bits), and adding `+0.0` to the sums changes nothing, so the results are
-//! bit-identical to the dense table. When a larger category index arrives the
-//! rows are re-laid in place with the longer stride, new weights 0.
+//! bit-identical to the dense table.
+//!
+//! Rows are `stride` weights apart, `stride ≥ num_categories` and a multiple
+//! of [`STRIDE_STEP`]; the weights past `num_categories` are 0 and never
+//! read. When a category index beyond the stride arrives, the rows are
+//! re-laid in place with a longer stride. Re-laying moves the whole table,
+//! so growing the stride a step at a time (rather than one category at a
+//! time) cuts the copying by that factor while wasting at most
+//! `STRIDE_STEP - 1` weights per row.
 //!
 //! The distribution is written into a buffer owned by the classifier, so
 //! neither inference nor learning allocates once the table has its shape.
@@ -28,6 +35,9 @@ use serde::{Deserialize, Serialize};
 /// `row_of_bit` entry of an input bit that has no weights yet.
 pub const NO_ROW: u32 = u32::MAX;
 
+/// Row strides are multiples of this many weights (one 64-byte cache line).
+pub const STRIDE_STEP: usize = 8;
+
 /// One-horizon SDR classifier (`htm-reference.md` §6.1).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Classifier {
@@ -35,10 +45,13 @@ pub struct Classifier {
     alpha: f64,
     /// Length of the category axis: 1 + the largest category learned.
     num_categories: usize,
+    /// Distance between rows in `weights`: `num_categories` rounded up to a
+    /// multiple of [`STRIDE_STEP`] (0 before the first category).
+    stride: usize,
     /// Row slot of each input bit, [`NO_ROW`] if the bit has never been
     /// active in a learned pattern. Only as long as the largest such bit.
     row_of_bit: Vec<u32>,
-    /// Rows of `num_categories` weights each, slot after slot.
+    /// Rows of `stride` weights each, slot after slot.
     weights: Vec<f64>,
     /// The last distribution computed by [`Classifier::infer`].
     #[serde(skip)]
@@ -57,6 +70,7 @@ impl Classifier {
         Self {
             alpha,
             num_categories: 0,
+            stride: 0,
             row_of_bit: Vec::new(),
             weights: Vec::new(),
             pdf: Vec::new(),
@@ -110,10 +124,10 @@ impl Classifier {
             }
         }
 
-        let n = self.num_categories;
+        let (n, stride) = (self.num_categories, self.stride);
         for &bit in pattern {
             let row = self.row_of_bit[bit as usize] as usize;
-            let weights = &mut self.weights[row * n..(row + 1) * n];
+            let weights = &mut self.weights[row * stride..row * stride + n];
             for (w, e) in weights.iter_mut().zip(&error) {
                 *w += self.alpha * e;
             }
@@ -128,10 +142,7 @@ impl Classifier {
 
     /// Number of input bits that own a weight row.
     pub fn num_rows(&self) -> usize {
-        self.weights
-            .len()
-            .checked_div(self.num_categories)
-            .unwrap_or(0)
+        self.weights.len().checked_div(self.stride).unwrap_or(0)
     }
 
     /// The learning rate.
@@ -150,7 +161,7 @@ impl Classifier {
     /// Weighted sums of the active bits, then softmax, into `out`.
     fn infer_into(&self, pattern: &[u32], out: &mut Vec<f64>) {
         out.clear();
-        let n = self.num_categories;
+        let (n, stride) = (self.num_categories, self.stride);
         if n == 0 {
             return;
         }
@@ -158,8 +169,8 @@ impl Classifier {
         for &bit in pattern {
             match self.row_of_bit.get(bit as usize) {
                 Some(&row) if row != NO_ROW => {
-                    let row = row as usize;
-                    for (s, w) in out.iter_mut().zip(&self.weights[row * n..(row + 1) * n]) {
+                    let start = row as usize * stride;
+                    for (s, w) in out.iter_mut().zip(&self.weights[start..start + n]) {
                         *s += w;
                     }
                 }
@@ -178,7 +189,7 @@ impl Classifier {
             self.row_of_bit.resize(index + 1, NO_ROW);
         }
         if self.row_of_bit[index] == NO_ROW {
-            let n = self.num_categories;
+            let n = self.stride;
             let slot = self.weights.len() / n;
             self.row_of_bit[index] = u32::try_from(slot).expect("fewer rows than u32 bits");
             if self.weights.capacity() - self.weights.len() < n {
@@ -191,24 +202,30 @@ impl Classifier {
         }
     }
 
-    /// Lengthen every row to `categories` weights (new ones 0), in place:
-    /// rows move to their new offsets from the last one down, so no row is
-    /// overwritten before it has moved.
+    /// Extend the category axis to `categories` (new weights 0). Within the
+    /// stride nothing moves; beyond it every row is re-laid in place with
+    /// the stride rounded up to the next multiple of [`STRIDE_STEP`], from
+    /// the last row down so no row is overwritten before it has moved.
     fn grow_categories(&mut self, categories: usize) {
-        let old = self.num_categories;
+        self.num_categories = categories;
+        if categories <= self.stride {
+            return;
+        }
+        let old = self.stride;
+        let new = categories.div_ceil(STRIDE_STEP) * STRIDE_STEP;
         let rows = self.num_rows();
         // Exact: a doubling here would leave up to half the table unused.
         self.weights
-            .reserve_exact((rows * categories).saturating_sub(self.weights.len()));
-        self.weights.resize(rows * categories, 0.0);
+            .reserve_exact((rows * new).saturating_sub(self.weights.len()));
+        self.weights.resize(rows * new, 0.0);
         if old > 0 {
             for row in (0..rows).rev() {
                 self.weights
-                    .copy_within(row * old..(row + 1) * old, row * categories);
-                self.weights[row * categories + old..(row + 1) * categories].fill(0.0);
+                    .copy_within(row * old..(row + 1) * old, row * new);
+                self.weights[row * new + old..(row + 1) * new].fill(0.0);
             }
         }
-        self.num_categories = categories;
+        self.stride = new;
     }
 }
 

@@ -310,8 +310,11 @@ mod tests {
         for record in 20..40u64 {
             p.learn(record, &[record as u32, 100], &[0]).unwrap();
         }
-        // Steady state with same-sized patterns: only new weight rows grow.
-        let rows_growth = 20 * 2 * 8 * 2 + 16 * 8 * 2 * 2;
+        // Steady state with same-sized patterns: only new weight rows grow
+        // (20 new bits in each of the 2 classifiers, one row stride of f64
+        // each, plus up to 16 rows of reserve per classifier).
+        let row_bytes = crate::htm::classifier::STRIDE_STEP * 8;
+        let rows_growth = 20 * 2 * row_bytes + 16 * row_bytes * 2;
         assert!(p.memory_bytes() <= before + rows_growth);
     }
 
