@@ -334,14 +334,16 @@ impl ModelParams {
 
     /// The service's preset for a new stream: the `nab` pipeline (one alert
     /// per event, the flat-line rule) with 16 cells per column (half the
-    /// memory and TM work; scored higher on NAB), the value range calibrated
-    /// online from the first 300 samples, and a likelihood that learns for
-    /// 300 + 300 samples. Measurements behind each choice: `docs/nab.md`.
+    /// memory and TM work; scored higher on NAB), 200 instead of 130 value
+    /// buckets over the range, the value range calibrated online from the
+    /// first 300 samples, and a likelihood that learns for 200 + 200
+    /// samples. Measurements behind each choice: `docs/nab.md`.
     pub fn default_preset() -> ModelParams {
         let mut params = ModelParams::nab();
         params.tm.cells_per_column = 16;
+        params.value_encoder.range_buckets = 200.0;
         params.value_encoder.calibration_samples = 300;
-        params.set_probationary_period(600);
+        params.set_probationary_period(400);
         params
     }
 
