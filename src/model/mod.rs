@@ -614,9 +614,11 @@ mod tests {
         assert!(m.resolution().is_some());
     }
 
-    /// `small()` with the flat-line rule: runs of 12 after varying input.
+    /// `small()` with the flat-line rule (runs of 12 after varying input)
+    /// and without alert suppression, which could damp the rule's 1.0.
     fn with_flat_line() -> ModelParams {
         let mut p = small(Some(1.0));
+        p.alert_suppression.rows = 0;
         p.flat_line = FlatLineParams {
             min_run: 12,
             quiet_rows: 100,
