@@ -15,6 +15,7 @@
 //! model continues bit for bit as if it had never stopped.
 
 mod calibration;
+mod flat_line;
 mod params;
 
 use chrono::NaiveDateTime;
@@ -29,9 +30,10 @@ use crate::htm::spatial_pooler::{SpatialPooler, SpatialPoolerError};
 use crate::htm::temporal_memory::{TemporalMemory, TemporalMemoryError};
 
 pub use calibration::Calibration;
+pub use flat_line::FlatLine;
 pub use params::{
-    AlertSuppressionParams, ModelParams, ParamsError, PredictorParams, SpatialAnomalyParams,
-    ValueEncoderParams,
+    AlertSuppressionParams, FlatLineParams, ModelParams, ParamsError, PredictorParams,
+    SpatialAnomalyParams, ValueEncoderParams,
 };
 
 /// The model's forecast of the next value.
@@ -55,8 +57,10 @@ pub struct Output {
     /// `ln(1.0000000001 - likelihood) / ln(1e-10)`, in [0, 1].
     pub log_likelihood: f64,
     /// The score to alert on: `log_likelihood`, or 1.0 when the spatial rule
-    /// fires (a value outside the range seen so far, once the likelihood
-    /// has finished learning).
+    /// fires (a value outside the range seen so far) or the flat-line rule
+    /// does (the value stuck for `flat_line.min_run` samples), once the
+    /// likelihood has finished learning; damped after an alert
+    /// (`alert_suppression`).
     pub anomaly_score: f64,
     /// Forecast of the next sample, once the predictor has learned.
     pub prediction: Option<Prediction>,
@@ -112,6 +116,8 @@ pub struct Model {
     /// Running extremes for the spatial-anomaly rule.
     seen_min: f64,
     seen_max: f64,
+    /// Run of identical values, for the flat-line rule.
+    flat_line: FlatLine,
     /// Samples left whose score is damped after the last alert.
     suppress_left: u32,
     steps: u64,
@@ -295,6 +301,13 @@ impl Model {
                 "must be a finite number >= 0",
             ));
         }
+        let min_run = params.flat_line.min_run;
+        if min_run == 1 {
+            return Err(ParamsError::new(
+                "flat_line.min_run",
+                "must be 0 (off) or at least 2",
+            ));
+        }
         Ok(Model {
             params,
             pipeline,
@@ -302,6 +315,7 @@ impl Model {
             likelihood,
             seen_min: f64::INFINITY,
             seen_max: f64::NEG_INFINITY,
+            flat_line: FlatLine::default(),
             suppress_left: 0,
             steps: 0,
         })
@@ -313,6 +327,7 @@ impl Model {
         debug_assert!(value.is_finite(), "Model::step needs a finite value");
         self.steps += 1;
         let spatial = self.spatial_anomaly(value);
+        let flat = self.flat_line.push(&self.params.flat_line, value);
 
         let (raw, prediction, learned) = if self.pipeline.is_some() {
             self.run_pipeline(timestamp, value, learn)
@@ -323,7 +338,7 @@ impl Model {
         let likelihood = self.likelihood.compute(value, raw);
         let log_likelihood = log_likelihood(likelihood);
         let scoring = self.likelihood.iteration() > u64::from(self.likelihood_probation());
-        let score = if spatial && scoring {
+        let score = if (spatial || flat) && scoring {
             1.0
         } else {
             log_likelihood
@@ -599,6 +614,86 @@ mod tests {
         assert!(m.resolution().is_some());
     }
 
+    /// `small()` with the flat-line rule (runs of 12 after varying input)
+    /// and without alert suppression, which could damp the rule's 1.0.
+    fn with_flat_line() -> ModelParams {
+        let mut p = small(Some(1.0));
+        p.alert_suppression.rows = 0;
+        p.flat_line = FlatLineParams {
+            min_run: 12,
+            quiet_rows: 100,
+        };
+        p
+    }
+
+    /// Indices of the steps whose score is 1.0.
+    fn alerts(outputs: &[Output]) -> Vec<usize> {
+        (0..outputs.len())
+            .filter(|&i| outputs[i].anomaly_score == 1.0)
+            .collect()
+    }
+
+    #[test]
+    fn a_stuck_value_after_varying_input_scores_one_once() {
+        let mut m = Model::new(with_flat_line()).unwrap();
+        let mut outputs: Vec<Output> = (0..600).map(|s| m.step(t(s), periodic(s), true)).collect();
+        // Stuck at a familiar value: the run starts at 600, is 12 long at 611.
+        outputs.extend((600..800).map(|s| m.step(t(s), 40.0, true)));
+        assert_eq!(alerts(&outputs[300..]), vec![611 - 300]);
+        // The raw anomaly alone would not have told: HTM learns the constant.
+        assert!(outputs[700..].iter().all(|o| o.raw_anomaly < 0.5));
+    }
+
+    #[test]
+    fn a_stream_constant_from_the_start_never_flags_a_flat_line() {
+        let mut m = Model::new(with_flat_line()).unwrap();
+        let outputs: Vec<Output> = (0..600).map(|s| m.step(t(s), 42.0, true)).collect();
+        assert!(alerts(&outputs).is_empty());
+    }
+
+    #[test]
+    fn short_repeats_do_not_flag_a_flat_line() {
+        let mut m = Model::new(with_flat_line()).unwrap();
+        // Each value of the learned sequence held for 11 samples.
+        let outputs: Vec<Output> = (0..1200)
+            .map(|s| m.step(t(s), periodic(s / 11), true))
+            .collect();
+        assert!(alerts(&outputs[300..]).is_empty());
+    }
+
+    #[test]
+    fn checkpoint_inside_a_flat_run_continues_identically() {
+        let mut a = Model::new(with_flat_line()).unwrap();
+        for s in 0..600 {
+            a.step(t(s), periodic(s), true);
+        }
+        // 5 samples into a flat run, then checkpoint and restore.
+        for s in 600..605 {
+            a.step(t(s), 40.0, true);
+        }
+        let config = bincode::config::standard();
+        let bytes = bincode::serde::encode_to_vec(&a, config).unwrap();
+        let (mut b, _): (Model, usize) = bincode::serde::decode_from_slice(&bytes, config).unwrap();
+        let mut fired = Vec::new();
+        for s in 605..700 {
+            let (x, y) = (a.step(t(s), 40.0, true), b.step(t(s), 40.0, true));
+            assert_eq!(x, y, "step {s}");
+            if y.anomaly_score == 1.0 {
+                fired.push(s);
+            }
+        }
+        assert_eq!(fired, vec![611]);
+    }
+
+    #[test]
+    fn parameters_saved_without_the_flat_line_rule_turn_it_off() {
+        let mut json = serde_json::to_value(ModelParams::default_preset()).unwrap();
+        json.as_object_mut().unwrap().remove("flat_line");
+        let params: ModelParams = serde_json::from_value(json).unwrap();
+        assert_eq!(params.flat_line, FlatLineParams::default());
+        assert_eq!(params.flat_line.min_run, 0);
+    }
+
     #[test]
     fn bad_parameters_are_named() {
         let bad = [
@@ -610,6 +705,7 @@ mod tests {
                 "likelihood.averaging_window",
             ),
             ("spatial_anomaly.tolerance=-1", "spatial_anomaly.tolerance"),
+            ("flat_line.min_run=1", "flat_line.min_run"),
         ];
         for (assignment, field) in bad {
             let params = ModelParams::default_preset()
