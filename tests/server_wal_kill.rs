@@ -216,7 +216,8 @@ async fn load(client: reqwest::Client, base: String, track: Arc<AsyncMutex<Track
         };
         assert_eq!(status, 200, "unexpected answer for stream {id}");
         let mut t = track.lock().await;
-        t.acked.extend(t.in_flight.take().unwrap());
+        let done = t.in_flight.take().unwrap();
+        t.acked.extend(done);
     }
 }
 
