@@ -26,8 +26,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
-use tokio::sync::Mutex as AsyncMutex;
 use std::time::{Duration, Instant};
+use tokio::sync::Mutex as AsyncMutex;
 
 use chrono::{NaiveDate, NaiveDateTime};
 use htm_stream::server::sample::result_json;
@@ -186,7 +186,14 @@ struct Totals {
     torn_records: u64,
 }
 
-async fn load(client: reqwest::Client, base: String, track: Arc<AsyncMutex<Track>>, stop: Arc<AtomicBool>, seed: u64, stream: usize) {
+async fn load(
+    client: reqwest::Client,
+    base: String,
+    track: Arc<AsyncMutex<Track>>,
+    stop: Arc<AtomicBool>,
+    seed: u64,
+    stream: usize,
+) {
     let mut rng = Rng(seed | 1);
     while !stop.load(Ordering::Acquire) {
         let (id, batch) = {

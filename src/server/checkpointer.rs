@@ -15,8 +15,8 @@ use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
 
-use crate::server::error::ApiError;
 use crate::server::config::Durability;
+use crate::server::error::ApiError;
 use crate::server::{AppState, ServerError};
 use crate::store::data_dir::broken_stream;
 use crate::store::recovery;

@@ -140,9 +140,7 @@ impl AppState {
     pub async fn acknowledge(&self, lsn: u64) -> Result<(), ApiError> {
         match self.args.durability {
             Durability::None => Ok(()),
-            Durability::Fsync | Durability::Group => {
-                Ok(self.wal()?.wait_durable(lsn).await?)
-            }
+            Durability::Fsync | Durability::Group => Ok(self.wal()?.wait_durable(lsn).await?),
         }
     }
 

@@ -14,10 +14,10 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::server::config::Durability;
 use crate::server::error::{body_rejection, ApiError};
 use crate::server::ordered::{on_stream, ready, Find};
 use crate::server::AppState;
-use crate::server::config::Durability;
 use crate::store::wal::EntryRef;
 use crate::store::{ConfigError, Slot, Stream, StreamConfig, StreamId, StreamState, ValueRange};
 

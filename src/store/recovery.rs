@@ -183,9 +183,7 @@ pub fn apply(
                     stream.mark_changed();
                     report.applied += 1;
                 }
-                Slot::Broken(_) | Slot::Deleted => {
-                    skip(report, lsn, &id, "checkpoint unreadable")
-                }
+                Slot::Broken(_) | Slot::Deleted => skip(report, lsn, &id, "checkpoint unreadable"),
             }
         }
         Entry::Delete { stream: id } => {
@@ -332,7 +330,9 @@ mod tests {
         for st in report.loaded {
             let sid = st.id.clone();
             registry
-                .get_or_create(&sid, || Stream::new(sid.clone(), Slot::Ready(Box::new(st)), true))
+                .get_or_create(&sid, || {
+                    Stream::new(sid.clone(), Slot::Ready(Box::new(st)), true)
+                })
                 .unwrap();
         }
         let rec = recover(&registry, &dd, options(dir.path()), Arc::new(NoObserver)).unwrap();

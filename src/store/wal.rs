@@ -656,10 +656,7 @@ impl Wal {
             let mut w = lock(&self.shared.writer);
             let segs = &w.segments;
             // Segment i holds LSNs [segs[i], segs[i + 1]); the last is open.
-            let n = segs
-                .windows(2)
-                .take_while(|pair| pair[1] <= needed)
-                .count();
+            let n = segs.windows(2).take_while(|pair| pair[1] <= needed).count();
             w.segments.drain(..n).collect()
         };
         for first in &doomed {
@@ -922,8 +919,8 @@ mod tests {
         }
         let path = only_segment(dir.path());
         let full = fs::read(&path).unwrap();
-        let first_len = RECORD_HEADER_LEN
-            + u32::from_le_bytes(full[0..4].try_into().unwrap()) as usize;
+        let first_len =
+            RECORD_HEADER_LEN + u32::from_le_bytes(full[0..4].try_into().unwrap()) as usize;
         for (byte, want_records) in [(first_len + 20, 1), (3, 0), (first_len + 9, 1)] {
             let mut bad = full.clone();
             bad[byte] ^= 0x10;
@@ -992,7 +989,10 @@ mod tests {
         // One LSN short of the next boundary deletes nothing more.
         assert_eq!(wal.delete_segments_before(segs[3] - 1).unwrap(), 0);
         // Everything covered: all but the open segment go.
-        assert_eq!(wal.delete_segments_before(u64::MAX).unwrap(), segs.len() - 3);
+        assert_eq!(
+            wal.delete_segments_before(u64::MAX).unwrap(),
+            segs.len() - 3
+        );
         assert_eq!(wal.segments().len(), 1);
         drop(wal);
         // After a restart, LSNs continue past the deleted records.
@@ -1013,6 +1013,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(report.next_lsn, 42);
-        assert_eq!(wal.append(&EntryRef::Reset { stream: &id("x") }).unwrap(), 42);
+        assert_eq!(
+            wal.append(&EntryRef::Reset { stream: &id("x") }).unwrap(),
+            42
+        );
     }
 }
