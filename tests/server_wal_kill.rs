@@ -403,7 +403,18 @@ async fn run(kills: usize) -> Totals {
     }
     server.child.kill().unwrap();
     server.child.wait().unwrap();
-    eprintln!("kill test totals: {totals:?}");
+    eprintln!(
+        "kill test totals: {} kills, {} acknowledged samples, {} lost, {} of {} in-flight batches \
+         found applied, {} probe outputs bit-identical, {} records replayed, {} torn records dropped",
+        totals.kills,
+        totals.acked_samples,
+        totals.losses,
+        totals.in_flight_kept,
+        totals.in_flight_batches,
+        totals.probes_equal,
+        totals.replayed_records,
+        totals.torn_records
+    );
     totals
 }
 

@@ -299,26 +299,19 @@ mod tests {
         reference.apply(&b, &mut Vec::new()).unwrap();
         // b: auto-created, then deleted; c: auto-created.
         let b1 = batch(0, 4);
-        for (name, entry) in [
-            (
-                "b",
-                EntryRef::Samples {
-                    stream: &id("b"),
-                    config: Some(&small()),
-                    samples: &b1,
-                },
-            ),
-            ("b", EntryRef::Delete { stream: &id("b") }),
-            (
-                "c",
-                EntryRef::Samples {
-                    stream: &id("c"),
-                    config: Some(&small()),
-                    samples: &b1,
-                },
-            ),
+        for entry in [
+            EntryRef::Samples {
+                stream: &id("b"),
+                config: Some(&small()),
+                samples: &b1,
+            },
+            EntryRef::Delete { stream: &id("b") },
+            EntryRef::Samples {
+                stream: &id("c"),
+                config: Some(&small()),
+                samples: &b1,
+            },
         ] {
-            let _ = name;
             wal.append(&entry).unwrap();
         }
         drop(wal);
