@@ -16,6 +16,11 @@
 //! | `HTM_LOAD_RATE` | half of (a) at 1,000 streams | offered rate of the open-loop scenario, samples/s |
 //! | `HTM_LOAD_SERVER_THREADS` | `2` | worker threads of the server's runtime |
 //! | `HTM_LOAD_CLIENT_THREADS` | `1` | worker threads of the load generator's runtime |
+//! | `HTM_LOAD_STREAMS` | `1,100,1000` | stream counts of scenario (a) |
+//! | `HTM_LOAD_CLOSED_ONLY` | `false` | run scenario (a) only (skip (b), (c), (d)) |
+//!
+//! Server flags come from their `HTM_*` variables too (the server parses
+//! its settings with the environment as fallback), e.g. `HTM_DURABILITY=group`.
 //!
 //! # What it does
 //!
@@ -103,6 +108,8 @@ struct Config {
     rate: Option<f64>,
     server_threads: usize,
     client_threads: usize,
+    streams: Vec<usize>,
+    closed_only: bool,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -125,6 +132,19 @@ impl Config {
                 .map(|v| v.parse().expect("HTM_LOAD_RATE is samples/s")),
             server_threads: env_or("HTM_LOAD_SERVER_THREADS", 2),
             client_threads: env_or("HTM_LOAD_CLIENT_THREADS", 1),
+            streams: std::env::var("HTM_LOAD_STREAMS").map_or_else(
+                |_| STREAM_COUNTS.to_vec(),
+                |v| {
+                    v.split(',')
+                        .map(|n| {
+                            n.trim()
+                                .parse()
+                                .expect("HTM_LOAD_STREAMS is a list of counts")
+                        })
+                        .collect()
+                },
+            ),
+            closed_only: env_or("HTM_LOAD_CLOSED_ONLY", false),
         };
         assert!(c.secs > 0.0 && c.conns > 0 && c.server_threads > 0 && c.client_threads > 0);
         c
@@ -637,7 +657,7 @@ fn main() {
         // (a) closed loop over 1, 100 and 1,000 streams.
         let mut last: Vec<Cursor> = Vec::new();
         let mut per_stream: Option<f64> = None;
-        for wanted in STREAM_COUNTS {
+        for wanted in cfg.streams.clone() {
             let count = match per_stream {
                 Some(bytes) => {
                     let fit = fits_in_memory(bytes);
@@ -673,6 +693,9 @@ fn main() {
             rows.push(row);
             last = set;
         }
+        if cfg.closed_only {
+            return;
+        }
         // (b) open loop at half of (a)'s 1,000-stream rate, same streams.
         let a1000 = rows.last().map_or(0.0, |r| r.samples_per_sec);
         let rate = cfg.rate.unwrap_or(a1000 / 2.0).max(1.0);
@@ -700,6 +723,16 @@ fn main() {
     server.abort();
     server_rt.shutdown_timeout(Duration::from_secs(2));
 
+    if cfg.closed_only {
+        print_report(
+            &cfg,
+            &mut rows,
+            (0.0, None, 0),
+            (0.0, None, 0),
+            warmup_errors,
+        );
+        return;
+    }
     // (d) raw Model::step, one thread, nothing else running in this process.
     eprintln!(
         "raw Model::step over {BATCH_STREAMS} models on one thread, one step per model in turn"
@@ -799,6 +832,11 @@ fn print_report(
             fmt_opt(r.server_cores, 2),
             fmt_opt(r.client_cores, 2),
         );
+    }
+    if cfg.closed_only {
+        println!();
+        println!("Warm-up errors: {warmup_errors}.");
+        return;
     }
     println!(
         "| (d) raw `Model::step`, 1 thread, 1 step per model in turn | {BATCH_STREAMS} | - | {:.0} | - | - | - | - | - | - | - |",

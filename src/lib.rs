@@ -12,7 +12,8 @@
 //!   presets.
 //! - [`replay`] — runs a CSV file through a model (the `replay` command).
 //! - [`nab`] — the Numenta Anomaly Benchmark runner and scorer.
-//! - [`store`] — checkpoint format and files, the stream registry.
+//! - [`store`] — checkpoint format and files, the stream registry, the
+//!   write-ahead log and its start-up replay.
 //! - [`server`] — the HTTP/WebSocket service.
 //!
 //! `src/main.rs` is the thin command line over these.

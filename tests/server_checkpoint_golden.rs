@@ -1,6 +1,8 @@
-//! Golden checkpoint: `tests/fixtures/golden-v1.ckpt` is a committed file in
-//! checkpoint format version 1. Decoding it pins the header and the codec;
-//! re-encoding the decoded state must give the same bytes.
+//! Golden checkpoint: `tests/fixtures/golden-v2.ckpt` is a committed file in
+//! checkpoint format version 2. Decoding it pins the header and the codec;
+//! re-encoding the decoded state must give the same bytes. The version 1
+//! file (`golden-v1.ckpt`, before the write-ahead-log LSN was stored) is
+//! kept unchanged and must be refused with `UnknownVersion`.
 //!
 //! The payload holds a `Model`, so the file must be regenerated whenever the
 //! model's serialized form changes (for instance when the real engine
@@ -21,6 +23,10 @@ use htm_stream::store::checkpoint::{self, CheckpointError, FORMAT_VERSION, HEADE
 use htm_stream::store::{Sample, StreamConfig, StreamId, StreamState, ValueRange};
 
 fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden-v2.ckpt")
+}
+
+fn fixture_v1() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden-v1.ckpt")
 }
 
@@ -55,12 +61,13 @@ fn golden_state() -> StreamState {
         })
         .collect();
     st.apply(&samples, &mut Vec::new()).unwrap();
+    st.wal_lsn = 1234;
     st
 }
 
 #[test]
 fn golden_checkpoint_decodes() {
-    let bytes = std::fs::read(fixture()).expect("tests/fixtures/golden-v1.ckpt is committed");
+    let bytes = std::fs::read(fixture()).expect("tests/fixtures/golden-v2.ckpt is committed");
     assert_eq!(&bytes[..8], b"HTMCKPT\0");
     assert_eq!(
         u32::from_le_bytes(bytes[8..12].try_into().unwrap()),
@@ -82,6 +89,7 @@ fn golden_checkpoint_decodes() {
     assert_eq!(st.last_timestamp, Some(t0() + chrono::Duration::hours(47)));
     let last = 50.0 + 40.0 * (47.0 * std::f64::consts::TAU / 24.0).sin();
     assert_eq!(st.stats.last_value, Some(last));
+    assert_eq!(st.wal_lsn, 1234);
 
     // The codec is stable: the decoded state encodes to the same bytes.
     assert_eq!(checkpoint::encode(&st).unwrap(), bytes);
@@ -119,7 +127,17 @@ fn damaged_golden_copies_give_typed_errors() {
 }
 
 #[test]
-#[ignore = "writes tests/fixtures/golden-v1.ckpt; run by hand when the model's serialized form changes"]
+fn version_1_golden_is_refused() {
+    let bytes = std::fs::read(fixture_v1()).expect("tests/fixtures/golden-v1.ckpt is kept");
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 1);
+    assert!(matches!(
+        checkpoint::decode::<StreamState>(&bytes),
+        Err(CheckpointError::UnknownVersion { found: 1 })
+    ));
+}
+
+#[test]
+#[ignore = "writes tests/fixtures/golden-v2.ckpt; run by hand when the model's serialized form changes"]
 fn regenerate_golden() {
     checkpoint::save(&fixture(), &golden_state()).unwrap();
 }

@@ -2,6 +2,11 @@
 //! writing changed streams every `--checkpoint-interval-secs`, on
 //! `POST /checkpoint` and at shutdown — always on blocking threads, never
 //! on the request path. The file format is `store::checkpoint`'s business.
+//!
+//! After checkpoints are written, write-ahead-log segments that every
+//! stream's checkpoint covers are deleted ([`trim_wal`]); at start, the log
+//! is replayed over the loaded checkpoints (`store::recovery`) before the
+//! server reports ready.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,10 +15,13 @@ use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
 
+use crate::server::config::Durability;
 use crate::server::error::ApiError;
-use crate::server::AppState;
+use crate::server::{AppState, ServerError};
 use crate::store::data_dir::broken_stream;
-use crate::store::{CheckpointError, Saved, Slot, Stream};
+use crate::store::recovery;
+use crate::store::wal::WalOptions;
+use crate::store::{Saved, Slot, Stream};
 
 /// What one round of checkpointing did.
 #[derive(Debug, Default, Serialize)]
@@ -51,6 +59,7 @@ pub fn save_changed(state: &AppState) -> Summary {
             }
         }
     }
+    trim_wal(state);
     if summary.written > 0 || !summary.failed.is_empty() {
         tracing::debug!(
             written = summary.written,
@@ -62,10 +71,42 @@ pub fn save_changed(state: &AppState) -> Summary {
     summary
 }
 
-/// Load every checkpoint of the data directory into the registry.
-/// Unreadable ones are logged by name, counted, moved aside, and their
-/// streams answer 503 until deleted or recreated. Blocking.
-pub fn load(state: &AppState) -> Result<(), CheckpointError> {
+/// The oldest log record some stream still needs: one past its
+/// checkpoint's LSN, for every stream whose state is ahead of its
+/// checkpoint. Blocking (locks each stream briefly).
+pub fn oldest_needed_lsn(state: &AppState) -> Option<u64> {
+    let wal = state.wal.get()?;
+    // Read first: a record appended after this has an LSN at least this
+    // large, whichever stream it is for.
+    let mut needed = wal.next_lsn();
+    for stream in state.registry.snapshot() {
+        let checkpoint = stream.checkpoint_lsn();
+        if let Slot::Ready(st) = &*stream.lock() {
+            if st.wal_lsn > checkpoint {
+                needed = needed.min(checkpoint + 1);
+            }
+        }
+    }
+    Some(needed)
+}
+
+/// Delete write-ahead-log segments that every checkpoint covers. Blocking.
+pub fn trim_wal(state: &AppState) {
+    let (Some(wal), Some(needed)) = (state.wal.get(), oldest_needed_lsn(state)) else {
+        return;
+    };
+    match wal.delete_segments_before(needed) {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(deleted = n, needed, "write-ahead-log segments deleted"),
+        Err(e) => tracing::error!(error = %e, "write-ahead-log segments not deleted"),
+    }
+}
+
+/// Load every checkpoint of the data directory into the registry, then
+/// replay the write-ahead log over them and open it for appends.
+/// Unreadable checkpoints are logged by name, counted, moved aside, and
+/// their streams answer 503 until deleted or recreated. Blocking.
+pub fn load(state: &AppState) -> Result<(), ServerError> {
     let report = state.data_dir.load_all()?;
     for (path, why) in &report.ignored {
         tracing::warn!(file = %path.display(), reason = %why, "ignored file in data dir");
@@ -97,6 +138,40 @@ pub fn load(state: &AppState) -> Result<(), CheckpointError> {
         dir = %state.data_dir.root().display(),
         "checkpoints loaded"
     );
+
+    let options = WalOptions {
+        dir: state.data_dir.root().join("wal"),
+        segment_bytes: state.args.wal_segment_bytes,
+        group_delay: match state.args.durability {
+            Durability::Group => Duration::from_millis(state.args.group_commit_ms),
+            Durability::Fsync | Durability::None => Duration::ZERO,
+        },
+    };
+    let start = Instant::now();
+    let recovered = recovery::recover(
+        &state.registry,
+        &state.data_dir,
+        options,
+        Arc::new(state.metrics.clone()),
+    )?;
+    for note in recovered.log.notes.iter().chain(&recovered.replay.notes) {
+        tracing::warn!(note = %note, "write-ahead log");
+    }
+    state
+        .metrics
+        .wal_recovered(recovered.log.records, recovered.log.torn);
+    tracing::info!(
+        records = recovered.log.records,
+        applied = recovered.replay.applied,
+        covered = recovered.replay.covered,
+        skipped = recovered.replay.skipped,
+        samples = recovered.replay.samples,
+        torn = recovered.log.torn,
+        next_lsn = recovered.log.next_lsn,
+        took_ms = start.elapsed().as_millis() as u64,
+        "write-ahead log replayed"
+    );
+    let _ = state.wal.set(recovered.wal);
     Ok(())
 }
 

@@ -16,6 +16,22 @@ pub enum LogFormat {
     Json,
 }
 
+/// When an answer to a change (samples, put, reset, delete) is sent,
+/// relative to its write-ahead-log record reaching the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Durability {
+    /// Answer after an fsync covering the record (concurrent requests share
+    /// one): no acknowledged change is lost, even on power loss.
+    Fsync,
+    /// Answer after the next shared fsync, taken `--group-commit-ms` after
+    /// the first waiting record: as safe as `fsync`, fewer fsyncs, longer
+    /// answers.
+    Group,
+    /// Answer once the record is written to the operating system (not
+    /// fsynced): survives a killed process, not a power loss or kernel crash.
+    None,
+}
+
 /// Settings of the service. Defaults are safe for a single machine.
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -83,6 +99,21 @@ pub struct ServeArgs {
     #[arg(long, env = "HTM_PER_STREAM_METRICS")]
     pub per_stream_metrics: bool,
 
+    /// When changes are answered relative to their write-ahead-log record
+    /// reaching the disk.
+    #[arg(long, env = "HTM_DURABILITY", value_enum, default_value_t = Durability::Fsync)]
+    pub durability: Durability,
+
+    /// With `--durability group`: milliseconds the shared fsync waits to
+    /// gather more records.
+    #[arg(long, env = "HTM_GROUP_COMMIT_MS", default_value_t = 2)]
+    pub group_commit_ms: u64,
+
+    /// Size at which a write-ahead-log segment is closed and a new one
+    /// started (segments covered by checkpoints are deleted).
+    #[arg(long, env = "HTM_WAL_SEGMENT_BYTES", default_value_t = 64 << 20)]
+    pub wal_segment_bytes: u64,
+
     /// Log format.
     #[arg(long, env = "HTM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -129,6 +160,9 @@ impl ServeArgs {
         }
         if !(0.0..=1.0).contains(&self.default_threshold) {
             return Err("--default-threshold must be in [0, 1]".into());
+        }
+        if self.wal_segment_bytes < 1024 {
+            return Err("--wal-segment-bytes must be at least 1024".into());
         }
         if self.token.as_deref() == Some("") {
             return Err("--token must not be empty".into());

@@ -195,6 +195,15 @@ impl From<TooManyStreams> for ApiError {
     }
 }
 
+impl From<crate::store::WalError> for ApiError {
+    fn from(e: crate::store::WalError) -> Self {
+        ApiError::Unavailable {
+            code: "wal_unavailable",
+            message: format!("the change could not be logged durably: {e}"),
+        }
+    }
+}
+
 /// Map a body-reading failure (axum's rejection) to our error.
 pub fn body_rejection(e: axum::extract::rejection::BytesRejection) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {

@@ -4,6 +4,9 @@
 //! A request is validated completely before the model sees it; a batch is
 //! applied in order under one turn of the stream, so it is never interleaved
 //! with another request's samples, and a rejected batch changes nothing.
+//! An accepted batch is appended to the write-ahead log before the model
+//! steps on it, and answered only once the record is as durable as
+//! `--durability` requires.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,6 +21,7 @@ use crate::server::error::{body_rejection, ApiError};
 use crate::server::ordered::{on_stream, ready, Find};
 use crate::server::sample::{self, join_results, result_json, Shape};
 use crate::server::AppState;
+use crate::store::wal::EntryRef;
 use crate::store::{Sample, StreamConfig, StreamId, StreamState};
 
 /// Apply `samples` to stream `id` (created with the default preset unless
@@ -45,6 +49,14 @@ pub async fn ingest(
     let result = on_stream(state, id, find, move |stream, slot| {
         let st = ready(stream.id(), slot)?;
         st.check(&samples)?;
+        // Logged before the model sees it; the first record of a new
+        // stream carries its configuration, so replay can create it.
+        let lsn = worker_state.wal()?.append(&EntryRef::Samples {
+            stream: stream.id(),
+            config: (st.wal_lsn == 0).then_some(&st.config),
+            samples: &samples,
+        })?;
+        st.wal_lsn = lsn;
         let mut applied = Vec::with_capacity(samples.len());
         let mut parts = Vec::with_capacity(samples.len());
         for s in &samples {
@@ -57,11 +69,15 @@ pub async fn ingest(
         }
         stream.mark_changed();
         worker_state.feed.publish(stream.id(), &applied, &parts);
-        Ok(join_results(&parts, shape))
+        Ok((join_results(&parts, shape), lsn))
     })
     .await;
+    let result = match result {
+        Ok(((body, lsn), _)) => state.acknowledge(lsn).await.map(|()| body),
+        Err(e) => Err(e),
+    };
     match result {
-        Ok((body, _)) => Ok(body),
+        Ok(body) => Ok(body),
         Err(e) => {
             state.metrics.rejected(e.code());
             Err(e)

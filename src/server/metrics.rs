@@ -40,6 +40,11 @@ pub struct Metrics {
     ws_connections: IntGauge,
     per_stream: Option<(IntCounterVec, IntCounterVec)>,
     up: Gauge,
+    wal_appends: IntCounter,
+    wal_bytes: IntCounter,
+    wal_fsync_duration: Histogram,
+    wal_replayed: IntCounter,
+    wal_torn: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -157,6 +162,29 @@ impl Metrics {
                 "Connected WebSocket ingest clients."
             )?),
             up: reg!(Gauge::new("htm_ready", "1 once checkpoints are loaded.")?),
+            wal_appends: reg!(IntCounter::new(
+                "htm_wal_appends_total",
+                "Records appended to the write-ahead log."
+            )?),
+            wal_bytes: reg!(IntCounter::new(
+                "htm_wal_appended_bytes_total",
+                "Bytes appended to the write-ahead log, record headers included."
+            )?),
+            wal_fsync_duration: reg!(Histogram::with_opts(
+                HistogramOpts::new(
+                    "htm_wal_fsync_duration_seconds",
+                    "Time of one fsync of the write-ahead log."
+                )
+                .buckets(buckets_fast())
+            )?),
+            wal_replayed: reg!(IntCounter::new(
+                "htm_wal_replayed_records_total",
+                "Write-ahead-log records replayed over the checkpoints at start."
+            )?),
+            wal_torn: reg!(IntCounter::new(
+                "htm_wal_torn_records_total",
+                "Torn or corrupt write-ahead-log records dropped at start."
+            )?),
             per_stream,
             registry,
         })
@@ -239,6 +267,13 @@ impl Metrics {
         self.up.set(1.0);
     }
 
+    /// Count what start-up recovery found: records replayed, torn records
+    /// dropped.
+    pub fn wal_recovered(&self, replayed: u64, torn: u64) {
+        self.wal_replayed.inc_by(replayed);
+        self.wal_torn.inc_by(torn);
+    }
+
     /// Set the gauges sampled at scrape time.
     pub fn set_streams(&self, streams: usize, model_memory: usize) {
         self.streams.set(streams as i64);
@@ -259,6 +294,17 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buf)
             .expect("text encoding of gathered metrics");
         String::from_utf8(buf).expect("prometheus text is UTF-8")
+    }
+}
+
+impl crate::store::wal::WalObserver for Metrics {
+    fn appended(&self, bytes: usize) {
+        self.wal_appends.inc();
+        self.wal_bytes.inc_by(bytes as u64);
+    }
+
+    fn synced(&self, took: Duration) {
+        self.wal_fsync_duration.observe(took.as_secs_f64());
     }
 }
 
@@ -288,7 +334,15 @@ mod tests {
         m.feed_dropped(3);
         m.http_request("/streams/{id}", "POST", 200, Duration::from_millis(1));
         m.checkpoint_unreadable(&id);
+        crate::store::wal::WalObserver::appended(&m, 40);
+        crate::store::wal::WalObserver::synced(&m, Duration::from_micros(900));
+        m.wal_recovered(7, 1);
         let text = m.render();
+        assert!(text.contains("htm_wal_appends_total 1"));
+        assert!(text.contains("htm_wal_appended_bytes_total 40"));
+        assert!(text.contains("htm_wal_fsync_duration_seconds_count 1"));
+        assert!(text.contains("htm_wal_replayed_records_total 7"));
+        assert!(text.contains("htm_wal_torn_records_total 1"));
         assert!(text.contains("htm_samples_total 1"));
         assert!(text.contains("htm_anomalies_total 1"));
         assert!(text.contains("htm_feed_dropped_messages_total 3"));

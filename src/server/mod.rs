@@ -35,7 +35,7 @@ pub mod ws;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -43,10 +43,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use config::{LogFormat, ServeArgs};
+pub use config::{Durability, LogFormat, ServeArgs};
 pub use error::ApiError;
 
-use crate::store::{CheckpointError, DataDir, Registry};
+use crate::store::{CheckpointError, DataDir, Registry, Wal, WalError};
 use feed::Feed;
 use metrics::Metrics;
 
@@ -65,6 +65,9 @@ pub enum ServerError {
     /// Metrics could not be registered.
     #[error("metrics error: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The write-ahead log could not be read or opened.
+    #[error("write-ahead log error: {0}")]
+    Wal(#[from] WalError),
     /// Some checkpoints could not be written at shutdown.
     #[error("{0} checkpoint(s) could not be written at shutdown")]
     FinalCheckpoint(usize),
@@ -91,6 +94,8 @@ pub struct AppState {
     pub workers: Arc<Semaphore>,
     /// Set once checkpoints are loaded; until then stream endpoints answer 503.
     ready: AtomicBool,
+    /// The write-ahead log, set once it is replayed (before `ready`).
+    wal: OnceLock<Wal>,
     /// Cancelled when shutdown starts: stops accepting, closes WebSockets,
     /// stops the periodic checkpointer.
     pub shutdown: CancellationToken,
@@ -113,6 +118,7 @@ impl AppState {
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
             )),
             ready: AtomicBool::new(false),
+            wal: OnceLock::new(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             args,
@@ -122,6 +128,20 @@ impl AppState {
     /// Whether checkpoints are loaded.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// The write-ahead log; 503 until it is replayed.
+    pub fn wal(&self) -> Result<&Wal, ApiError> {
+        self.wal.get().ok_or_else(ApiError::not_ready)
+    }
+
+    /// Wait until the log record `lsn` is as durable as `--durability`
+    /// requires before a change is answered.
+    pub async fn acknowledge(&self, lsn: u64) -> Result<(), ApiError> {
+        match self.args.durability {
+            Durability::None => Ok(()),
+            Durability::Fsync | Durability::Group => Ok(self.wal()?.wait_durable(lsn).await?),
+        }
     }
 
     /// 503 unless checkpoints are loaded.
@@ -188,9 +208,17 @@ pub async fn run(
     loaded?;
 
     let worker = Arc::clone(&state);
-    let summary = tokio::task::spawn_blocking(move || checkpointer::save_changed(&worker))
-        .await
-        .map_err(|e| ServerError::Io(std::io::Error::other(e)))?;
+    let summary = tokio::task::spawn_blocking(move || {
+        let summary = checkpointer::save_changed(&worker);
+        if let Some(wal) = worker.wal.get() {
+            if let Err(e) = wal.sync() {
+                tracing::error!(error = %e, "final fsync of the write-ahead log failed");
+            }
+        }
+        summary
+    })
+    .await
+    .map_err(|e| ServerError::Io(std::io::Error::other(e)))?;
     tracing::info!(
         written = summary.written,
         failed = summary.failed.len(),

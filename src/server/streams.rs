@@ -14,9 +14,11 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::server::config::Durability;
 use crate::server::error::{body_rejection, ApiError};
 use crate::server::ordered::{on_stream, ready, Find};
 use crate::server::AppState;
+use crate::store::wal::EntryRef;
 use crate::store::{ConfigError, Slot, Stream, StreamConfig, StreamId, StreamState, ValueRange};
 
 /// Body of `PUT /streams/{id}`; every field optional.
@@ -105,24 +107,41 @@ pub async fn put(
     let make_state = fresh.clone();
     let make = move || Ok(make_state.clone());
     let metrics = state.metrics.clone();
-    let (desc, created) = on_stream(&state, &id, Find::OrCreate(&make), move |stream, slot| {
-        let replaced_current = match slot {
-            Slot::Ready(st) => st.config == fresh.config && st.model.steps() == 0,
-            _ => false,
-        };
-        if !replaced_current {
-            if matches!(slot, Slot::Broken(_)) {
-                metrics.checkpoint_replaced(stream.id());
+    state.wal()?;
+    let worker = Arc::clone(&state);
+    let ((desc, lsn), created) =
+        on_stream(&state, &id, Find::OrCreate(&make), move |stream, slot| {
+            // Unchanged only if it is this configuration, untouched, and its
+            // creation is already logged.
+            let replaced_current = match slot {
+                Slot::Ready(st) => {
+                    st.config == fresh.config && st.model.steps() == 0 && st.wal_lsn != 0
+                }
+                _ => false,
+            };
+            let mut lsn = 0;
+            if !replaced_current {
+                lsn = worker.wal()?.append(&EntryRef::Put {
+                    stream: stream.id(),
+                    config: &fresh.config,
+                })?;
+                if matches!(slot, Slot::Broken(_)) {
+                    metrics.checkpoint_replaced(stream.id());
+                }
+                let mut st = fresh.clone();
+                st.wal_lsn = lsn;
+                *slot = Slot::Ready(Box::new(st));
+                stream.mark_changed();
             }
-            *slot = Slot::Ready(Box::new(fresh.clone()));
-            stream.mark_changed();
-        }
-        let Slot::Ready(st) = slot else {
-            unreachable!("just set")
-        };
-        Ok(describe(stream, st))
-    })
-    .await?;
+            let Slot::Ready(st) = slot else {
+                unreachable!("just set")
+            };
+            Ok((describe(stream, st), lsn))
+        })
+        .await?;
+    if lsn != 0 {
+        state.acknowledge(lsn).await?;
+    }
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -188,20 +207,32 @@ pub async fn delete(
         .registry
         .get(&id)
         .ok_or_else(|| ApiError::stream_not_found(&id))?;
+    state.wal()?;
     let worker = Arc::clone(&state);
     state
         .tasks
         .spawn_blocking(move || {
-            worker
-                .data_dir
-                .delete(&stream, || {
-                    worker.registry.remove(stream.id(), &stream);
-                })
+            // The deletion is durable in the log before the checkpoint
+            // goes, so older log records cannot bring the stream back.
+            let log = || -> Result<(), ApiError> {
+                let wal = worker.wal()?;
+                wal.append(&EntryRef::Delete {
+                    stream: stream.id(),
+                })?;
+                if worker.args.durability != Durability::None {
+                    wal.sync()?;
+                }
+                Ok(())
+            };
+            let removed = worker.data_dir.delete(&stream, log, || {
+                worker.registry.remove(stream.id(), &stream);
+            })?;
+            removed
                 .map(|()| worker.metrics.stream_removed(stream.id()))
+                .map_err(|e| ApiError::Internal(format!("stream deleted, but its checkpoint: {e}")))
         })
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Internal(format!("stream deleted, but its checkpoint: {e}")))?;
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
     tracing::info!(stream = %id, "stream deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -212,13 +243,20 @@ pub async fn reset(
     Path(raw_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = StreamId::new(raw_id)?;
-    let (step, _) = on_stream(&state, &id, Find::Existing, |stream, slot| {
+    state.wal()?;
+    let worker = Arc::clone(&state);
+    let ((step, lsn), _) = on_stream(&state, &id, Find::Existing, move |stream, slot| {
         let st = ready(stream.id(), slot)?;
+        let lsn = worker.wal()?.append(&EntryRef::Reset {
+            stream: stream.id(),
+        })?;
         st.reset();
+        st.wal_lsn = lsn;
         stream.mark_changed();
-        Ok(st.model.steps())
+        Ok((st.model.steps(), lsn))
     })
     .await?;
+    state.acknowledge(lsn).await?;
     Ok(Json(
         json!({ "id": id.as_str(), "reset": true, "step": step }),
     ))

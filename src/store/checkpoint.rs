@@ -30,8 +30,10 @@ use serde::Serialize;
 
 /// First eight bytes of every checkpoint file.
 pub const MAGIC: [u8; 8] = *b"HTMCKPT\0";
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes and reads. Version 2 added the
+/// write-ahead-log LSN a checkpoint covers (`StreamState::wal_lsn`);
+/// version 1 files are refused.
+pub const FORMAT_VERSION: u32 = 2;
 /// Header length in bytes; the payload starts here.
 pub const HEADER_LEN: usize = 24;
 
@@ -233,7 +235,10 @@ mod tests {
     fn round_trips_and_header_is_as_documented() {
         let bytes = encode(&sample()).unwrap();
         assert_eq!(&bytes[..8], b"HTMCKPT\0");
-        assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 1);
+        assert_eq!(
+            u32::from_le_bytes(bytes[8..12].try_into().unwrap()),
+            FORMAT_VERSION
+        );
         let len = u64::from_le_bytes(bytes[12..20].try_into().unwrap());
         assert_eq!(len as usize, bytes.len() - HEADER_LEN);
         let crc = u32::from_le_bytes(bytes[20..24].try_into().unwrap());

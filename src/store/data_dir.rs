@@ -82,26 +82,36 @@ impl DataDir {
     /// lock only while encoding.
     pub fn save(&self, stream: &Stream) -> Result<Saved, CheckpointError> {
         let _io = stream.lock_io();
-        let (bytes, version) = {
+        let (bytes, version, lsn) = {
             let slot = stream.lock();
             let version = stream.version();
             match &*slot {
-                Slot::Ready(state) => (checkpoint::encode(&**state)?, version),
+                Slot::Ready(state) => (checkpoint::encode(&**state)?, version, state.wal_lsn),
                 Slot::Broken(_) | Slot::Deleted => return Ok(Saved::Nothing),
             }
         };
         checkpoint::write_atomic(&self.path_for(stream.id()), &bytes)?;
         stream.mark_saved(version);
+        stream.mark_checkpoint_lsn(lsn);
         Ok(Saved::Written(bytes.len()))
     }
 
-    /// Mark `stream` deleted and remove its checkpoint. `unlink` runs while
-    /// the stream's locks are still held (it removes the registry entry), so
-    /// a stream recreated under the same name writes its file only after the
+    /// Mark `stream` deleted and remove its checkpoint. `log` runs first,
+    /// under the stream's locks (it writes the deletion to the write-ahead
+    /// log, durably, so a restart cannot resurrect the stream from older
+    /// log records); if it fails nothing changes. `unlink` runs while the
+    /// stream's locks are still held (it removes the registry entry), so a
+    /// stream recreated under the same name writes its file only after the
     /// old one is gone.
-    pub fn delete(&self, stream: &Stream, unlink: impl FnOnce()) -> Result<(), CheckpointError> {
+    pub fn delete<E>(
+        &self,
+        stream: &Stream,
+        log: impl FnOnce() -> Result<(), E>,
+        unlink: impl FnOnce(),
+    ) -> Result<Result<(), CheckpointError>, E> {
         let _io = stream.lock_io();
         let mut slot = stream.lock();
+        log()?;
         let path = self.path_for(stream.id());
         let result = match fs::remove_file(&path) {
             Ok(()) => checkpoint::sync_parent(&path),
@@ -111,7 +121,7 @@ impl DataDir {
         *slot = Slot::Deleted;
         stream.mark_changed();
         unlink();
-        result
+        Ok(result)
     }
 
     /// Load every checkpoint. Unreadable ones are moved to `quarantine/`
@@ -292,7 +302,9 @@ mod tests {
         let s = ready("gone", 2);
         dd.save(&s).unwrap();
         let mut unlinked = false;
-        dd.delete(&s, || unlinked = true).unwrap();
+        dd.delete(&s, || Ok::<_, ()>(()), || unlinked = true)
+            .unwrap()
+            .unwrap();
         assert!(unlinked);
         assert!(!dd.path_for(s.id()).exists());
         assert!(matches!(*s.lock(), Slot::Deleted));

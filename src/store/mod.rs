@@ -2,16 +2,19 @@
 //! per-stream state and its ordering lock ([`stream`]), configuration
 //! ([`stream_config`]), the concurrent registry ([`registry`]), the
 //! checkpoint format ([`checkpoint`], the only code that knows the codec)
-//! and the data directory ([`data_dir`]).
+//! and the data directory ([`data_dir`]); the write-ahead log ([`wal`])
+//! and the start-up replay of it over the checkpoints ([`recovery`]).
 //!
 //! Nothing here is HTTP-specific; the server maps these types to its API.
 
 pub mod checkpoint;
 pub mod data_dir;
+pub mod recovery;
 pub mod registry;
 pub mod stream;
 pub mod stream_config;
 pub mod stream_id;
+pub mod wal;
 
 pub use checkpoint::CheckpointError;
 pub use data_dir::{DataDir, LoadFailure, LoadReport, Saved};
@@ -19,3 +22,4 @@ pub use registry::{Registry, TooManyStreams};
 pub use stream::{Applied, Broken, Rejected, Sample, Slot, Stream, StreamState, StreamStats};
 pub use stream_config::{ConfigError, StreamConfig, ValueRange, DEFAULT_THRESHOLD};
 pub use stream_id::{InvalidStreamId, StreamId};
+pub use wal::{Wal, WalError};

@@ -18,8 +18,9 @@ use crate::model::{Model, Output};
 use crate::store::stream_config::{ConfigError, StreamConfig};
 use crate::store::stream_id::StreamId;
 
-/// One validated sample: a finite value at a wall-clock time.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// One validated sample: a finite value at a wall-clock time. Serialized
+/// only into the write-ahead log.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     /// When the value was measured (naive local wall-clock time).
     pub timestamp: NaiveDateTime,
@@ -86,6 +87,9 @@ pub struct StreamState {
     pub last_timestamp: Option<NaiveDateTime>,
     /// Counters and last result.
     pub stats: StreamStats,
+    /// LSN of the last write-ahead-log record applied to this state (0:
+    /// none yet); a checkpoint of the state covers the log up to here.
+    pub wal_lsn: u64,
 }
 
 impl StreamState {
@@ -102,6 +106,7 @@ impl StreamState {
             model,
             last_timestamp: None,
             stats: StreamStats::default(),
+            wal_lsn: 0,
         })
     }
 
@@ -200,6 +205,8 @@ pub struct Stream {
     version: AtomicU64,
     /// The version last written to disk.
     saved_version: AtomicU64,
+    /// The write-ahead-log LSN covered by the checkpoint on disk (0: none).
+    checkpoint_lsn: AtomicU64,
 }
 
 /// Lock a mutex, recovering from poisoning: a panic inside a model step is
@@ -212,6 +219,10 @@ impl Stream {
     /// A new entry holding `slot`. `saved` says whether the slot is already
     /// on disk as it is (true when loaded from a checkpoint).
     pub fn new(id: StreamId, slot: Slot, saved: bool) -> Stream {
+        let checkpoint_lsn = match &slot {
+            Slot::Ready(st) if saved => st.wal_lsn,
+            _ => 0,
+        };
         Stream {
             id,
             state: Mutex::new(slot),
@@ -220,6 +231,7 @@ impl Stream {
             pending: AtomicUsize::new(0),
             version: AtomicU64::new(1),
             saved_version: AtomicU64::new(if saved { 1 } else { 0 }),
+            checkpoint_lsn: AtomicU64::new(checkpoint_lsn),
         }
     }
 
@@ -262,6 +274,16 @@ impl Stream {
     /// Note that `version` is on disk.
     pub fn mark_saved(&self, version: u64) {
         self.saved_version.fetch_max(version, Ordering::AcqRel);
+    }
+
+    /// Note that the checkpoint on disk covers the log up to `lsn`.
+    pub fn mark_checkpoint_lsn(&self, lsn: u64) {
+        self.checkpoint_lsn.fetch_max(lsn, Ordering::AcqRel);
+    }
+
+    /// The write-ahead-log LSN the checkpoint on disk covers (0: none).
+    pub fn checkpoint_lsn(&self) -> u64 {
+        self.checkpoint_lsn.load(Ordering::Acquire)
     }
 
     /// Whether the state changed since it was last written.

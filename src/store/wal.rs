@@ -1,0 +1,1021 @@
+//! The write-ahead log: every change of a stream (accepted samples, a
+//! configuration put, a reset, a deletion) as one record, appended before
+//! the change is answered, so a server killed at any moment can rebuild
+//! every acknowledged change from its checkpoints plus the log after them.
+//!
+//! One log per server, in `<data-dir>/wal/`, cut into segment files named
+//! by the first log sequence number (LSN) they hold (`<lsn:020>.wal`). A
+//! segment is closed (fsynced) when the next record would take it past
+//! `segment_bytes`; segments whose records every checkpoint covers are
+//! deleted by [`Wal::delete_segments_before`].
+//!
+//! Record layout, all integers little-endian:
+//!
+//! | bytes   | field                                                   |
+//! | ------- | ------------------------------------------------------- |
+//! | 0..4    | payload length in bytes (`u32`)                         |
+//! | 4..8    | CRC-32 (IEEE) of bytes 8.. (LSN and payload)            |
+//! | 8..16   | LSN (`u64`), one more than the previous record's        |
+//! | 16..    | payload: an [`Entry`], bincode 2 (serde API, standard)  |
+//!
+//! Reading stops at the first record that is cut short, fails its checksum,
+//! does not follow its predecessor's LSN or does not decode: a write torn
+//! by a crash. That record and everything after it in its segment is
+//! truncated away (and later segments, which a torn write cannot produce,
+//! are renamed `*.quarantined`), so garbage is never replayed.
+//!
+//! Durability: appends are `write(2)` calls on the segment file (nothing is
+//! buffered in the process, so a killed process loses nothing already
+//! appended); [`Wal::wait_durable`] waits until a background thread has
+//! fsynced past a record — at once for `fsync`, after a short delay that
+//! gathers more records for `group` — so one fsync covers every record
+//! written before it (group commit).
+//!
+//! The codec is bincode, as for checkpoints; nothing else knows it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::store::stream::Sample;
+use crate::store::stream_config::StreamConfig;
+use crate::store::stream_id::StreamId;
+
+/// Bytes before a record's payload.
+pub const RECORD_HEADER_LEN: usize = 16;
+/// Largest payload a record may hold; a larger length is a corrupt header.
+pub const MAX_PAYLOAD: usize = 256 << 20;
+/// File name suffix of segments.
+pub const SEGMENT_SUFFIX: &str = ".wal";
+/// Suffix given to segments found after a corrupt record.
+pub const QUARANTINED_SUFFIX: &str = ".quarantined";
+
+/// Why the log could not be read or written.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WalError {
+    /// A file operation failed.
+    #[error("write-ahead log I/O error on {path}: {message}")]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        message: String,
+    },
+    /// A record could not be encoded.
+    #[error("write-ahead log record does not encode: {0}")]
+    Encode(String),
+    /// An earlier write or fsync failed; the log takes no more records
+    /// until the server restarts (what reached the disk is unknown).
+    #[error("write-ahead log unavailable after an earlier failure: {0}")]
+    Failed(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
+    move |e| WalError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// One logged change (owned form, as read back).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Entry {
+    /// Samples accepted by a stream, in order.
+    Samples {
+        /// The stream.
+        stream: StreamId,
+        /// The configuration, when this record created the stream (its
+        /// first record since creation); `None` otherwise.
+        config: Option<StreamConfig>,
+        /// The samples as applied.
+        samples: Vec<Sample>,
+    },
+    /// A stream created or replaced with a configuration (`PUT`).
+    Put {
+        /// The stream.
+        stream: StreamId,
+        /// Its new configuration.
+        config: StreamConfig,
+    },
+    /// A stream's sequence restarted (`POST /streams/{id}/reset`).
+    Reset {
+        /// The stream.
+        stream: StreamId,
+    },
+    /// A stream deleted.
+    Delete {
+        /// The stream.
+        stream: StreamId,
+    },
+}
+
+/// The borrowed form of [`Entry`], for appending without copies. Variants
+/// and fields must stay in the same order as in [`Entry`] (the codec
+/// writes variant indices and fields in order).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub enum EntryRef<'a> {
+    /// See [`Entry::Samples`].
+    Samples {
+        /// The stream.
+        stream: &'a StreamId,
+        /// The configuration if this record creates the stream.
+        config: Option<&'a StreamConfig>,
+        /// The samples.
+        samples: &'a [Sample],
+    },
+    /// See [`Entry::Put`].
+    Put {
+        /// The stream.
+        stream: &'a StreamId,
+        /// Its new configuration.
+        config: &'a StreamConfig,
+    },
+    /// See [`Entry::Reset`].
+    Reset {
+        /// The stream.
+        stream: &'a StreamId,
+    },
+    /// See [`Entry::Delete`].
+    Delete {
+        /// The stream.
+        stream: &'a StreamId,
+    },
+}
+
+fn codec() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// Encode one complete record (header and payload) into `out`.
+pub fn encode_record(lsn: u64, entry: &EntryRef<'_>, out: &mut Vec<u8>) -> Result<(), WalError> {
+    out.clear();
+    out.resize(RECORD_HEADER_LEN, 0);
+    bincode::serde::encode_into_std_write(entry, out, codec())
+        .map_err(|e| WalError::Encode(e.to_string()))?;
+    let len = out.len() - RECORD_HEADER_LEN;
+    if len > MAX_PAYLOAD {
+        return Err(WalError::Encode(format!(
+            "record of {len} bytes is larger than {MAX_PAYLOAD}"
+        )));
+    }
+    out[8..16].copy_from_slice(&lsn.to_le_bytes());
+    let crc = crc32fast::hash(&out[8..]);
+    out[0..4].copy_from_slice(&(len as u32).to_le_bytes());
+    out[4..8].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+/// Why reading a segment stopped before its end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Torn {
+    /// Fewer bytes than a header or than the header's length.
+    Short,
+    /// The length field is larger than [`MAX_PAYLOAD`].
+    BadLength(u32),
+    /// Checksum mismatch.
+    Checksum,
+    /// The LSN does not follow the previous record's.
+    Sequence {
+        /// The LSN expected.
+        expected: u64,
+        /// The LSN found.
+        found: u64,
+    },
+    /// The payload does not decode.
+    Decode(String),
+}
+
+/// The records of one segment's bytes that are whole, and where reading
+/// stopped.
+#[derive(Debug)]
+pub struct Parsed {
+    /// Valid records in order.
+    pub records: Vec<(u64, Entry)>,
+    /// Bytes taken by the valid records.
+    pub valid_len: usize,
+    /// Why reading stopped early (`None`: the bytes end after a record).
+    pub torn: Option<Torn>,
+}
+
+/// Parse a segment's bytes. `first_lsn` is the LSN its first record must
+/// have (the segment's name).
+pub fn parse_segment(bytes: &[u8], first_lsn: u64) -> Parsed {
+    let mut records = Vec::new();
+    let mut at = 0usize;
+    let mut expected = first_lsn;
+    let torn = loop {
+        let rest = &bytes[at..];
+        if rest.is_empty() {
+            break None;
+        }
+        if rest.len() < RECORD_HEADER_LEN {
+            break Some(Torn::Short);
+        }
+        let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes"));
+        if len as usize > MAX_PAYLOAD {
+            break Some(Torn::BadLength(len));
+        }
+        let end = RECORD_HEADER_LEN + len as usize;
+        if rest.len() < end {
+            break Some(Torn::Short);
+        }
+        let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+        if crc32fast::hash(&rest[8..end]) != crc {
+            break Some(Torn::Checksum);
+        }
+        let lsn = u64::from_le_bytes(rest[8..16].try_into().expect("8 bytes"));
+        if lsn != expected {
+            break Some(Torn::Sequence {
+                expected,
+                found: lsn,
+            });
+        }
+        let payload = &rest[RECORD_HEADER_LEN..end];
+        match bincode::serde::decode_from_slice::<Entry, _>(payload, codec()) {
+            Ok((entry, used)) if used == payload.len() => records.push((lsn, entry)),
+            Ok((_, used)) => {
+                break Some(Torn::Decode(format!(
+                    "{used} of {} payload bytes used",
+                    payload.len()
+                )))
+            }
+            Err(e) => break Some(Torn::Decode(e.to_string())),
+        }
+        at += end;
+        expected += 1;
+    };
+    Parsed {
+        records,
+        valid_len: at,
+        torn,
+    }
+}
+
+/// Told about appends and fsyncs (the server's metrics).
+pub trait WalObserver: Send + Sync {
+    /// A record of `bytes` bytes (header included) was appended.
+    fn appended(&self, bytes: usize);
+    /// An fsync of the log took `took`.
+    fn synced(&self, took: Duration);
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoObserver;
+
+impl WalObserver for NoObserver {
+    fn appended(&self, _: usize) {}
+    fn synced(&self, _: Duration) {}
+}
+
+/// How the log is opened.
+#[derive(Debug, Clone)]
+pub struct WalOptions {
+    /// The directory of the segments (created if missing).
+    pub dir: PathBuf,
+    /// A segment is closed when the next record would take it past this.
+    pub segment_bytes: u64,
+    /// How long the fsync thread waits after the first request before it
+    /// syncs, gathering more records (zero: sync at once).
+    pub group_delay: Duration,
+}
+
+/// What opening the log found.
+#[derive(Debug, Default, Clone)]
+pub struct OpenReport {
+    /// Records handed to the replay function.
+    pub records: u64,
+    /// Torn or corrupt records dropped (at most one per opening, plus one
+    /// per quarantined segment).
+    pub torn: u64,
+    /// Human-readable notes on what was truncated or quarantined.
+    pub notes: Vec<String>,
+    /// The LSN the next record gets.
+    pub next_lsn: u64,
+    /// Segments found.
+    pub segments: usize,
+}
+
+/// Durability progress, published to waiters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Durable {
+    /// Every record up to this LSN is on disk.
+    lsn: u64,
+    /// An fsync failed; nothing more will become durable.
+    failed: bool,
+}
+
+/// The appending side, behind one lock.
+#[derive(Debug)]
+struct Writer {
+    /// The segment being appended to; shared with the fsync thread, which
+    /// syncs it without holding this lock.
+    file: Arc<File>,
+    /// Its path.
+    path: PathBuf,
+    /// Its size in bytes.
+    size: u64,
+    /// The LSN the next record gets.
+    next_lsn: u64,
+    /// First LSNs of every live segment, ascending; the last is `file`.
+    segments: Vec<u64>,
+    /// Reused encoding buffer.
+    buf: Vec<u8>,
+    /// Set when a write left the file in an unknown state.
+    failed: Option<String>,
+}
+
+/// What the fsync thread is asked to do.
+#[derive(Debug, Default)]
+struct SyncRequest {
+    /// Highest LSN someone waits for.
+    wanted: u64,
+    /// Stop the thread.
+    stop: bool,
+}
+
+struct Shared {
+    options: WalOptions,
+    writer: Mutex<Writer>,
+    /// One fsync at a time.
+    syncing: Mutex<()>,
+    durable: watch::Sender<Durable>,
+    request: Mutex<SyncRequest>,
+    wake: Condvar,
+    observer: Arc<dyn WalObserver>,
+    failed: AtomicBool,
+}
+
+/// The write-ahead log of one server.
+pub struct Wal {
+    shared: Arc<Shared>,
+    syncer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.shared.options.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn segment_path(dir: &Path, first_lsn: u64) -> PathBuf {
+    dir.join(format!("{first_lsn:020}{SEGMENT_SUFFIX}"))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), WalError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// Segments in `dir` by first LSN, ascending.
+fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(SEGMENT_SUFFIX)) else {
+            continue;
+        };
+        if let Ok(lsn) = stem.parse::<u64>() {
+            found.push((lsn, entry.path()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+impl Wal {
+    /// Open the log in `options.dir`: read every segment in order, hand
+    /// each valid record to `replay`, truncate a torn tail, and start a new
+    /// segment for appends. The next LSN is at least `min_next_lsn` (one
+    /// past the newest checkpoint's LSN, so LSNs never go backwards even if
+    /// every segment was deleted).
+    pub fn open(
+        options: WalOptions,
+        min_next_lsn: u64,
+        observer: Arc<dyn WalObserver>,
+        mut replay: impl FnMut(u64, Entry),
+    ) -> Result<(Wal, OpenReport), WalError> {
+        let dir = options.dir.clone();
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let found = list_segments(&dir)?;
+        let mut report = OpenReport {
+            segments: found.len(),
+            ..OpenReport::default()
+        };
+        let mut next_lsn = min_next_lsn.max(1);
+        let mut live = Vec::new();
+        let mut stopped = false;
+        let mut expected: Option<u64> = None;
+        for (first, path) in &found {
+            if stopped {
+                let mut target = path.as_os_str().to_owned();
+                target.push(QUARANTINED_SUFFIX);
+                fs::rename(path, &target).map_err(io_err(path))?;
+                report.torn += 1;
+                report.notes.push(format!(
+                    "segment {} follows a corrupt record; renamed to {}",
+                    path.display(),
+                    PathBuf::from(&target).display()
+                ));
+                continue;
+            }
+            if let Some(e) = expected {
+                if *first != e {
+                    // A segment that does not continue its predecessor: the
+                    // earlier ones were deleted (fine) only if nothing was
+                    // read yet; otherwise records are missing.
+                    report.notes.push(format!(
+                        "segment {} starts at LSN {first}, expected {e}",
+                        path.display()
+                    ));
+                }
+            }
+            let bytes = fs::read(path).map_err(io_err(path))?;
+            let parsed = parse_segment(&bytes, *first);
+            let count = parsed.records.len() as u64;
+            for (lsn, entry) in parsed.records {
+                report.records += 1;
+                replay(lsn, entry);
+            }
+            let end = first + count;
+            expected = Some(end);
+            next_lsn = next_lsn.max(end);
+            live.push(*first);
+            if let Some(torn) = parsed.torn {
+                report.torn += 1;
+                report.notes.push(format!(
+                    "segment {}: record at byte {} dropped ({torn:?}); {} bytes truncated",
+                    path.display(),
+                    parsed.valid_len,
+                    bytes.len() - parsed.valid_len
+                ));
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(io_err(path))?;
+                file.set_len(parsed.valid_len as u64)
+                    .map_err(io_err(path))?;
+                file.sync_all().map_err(io_err(path))?;
+                stopped = true;
+            }
+        }
+        // Appends go to a fresh segment named by the next LSN (an empty
+        // segment of that name, left by an earlier start, is reused).
+        let path = segment_path(&dir, next_lsn);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let size = file.metadata().map_err(io_err(&path))?.len();
+        if size != 0 {
+            return Err(WalError::Io {
+                path,
+                message: format!("new segment already holds {size} bytes"),
+            });
+        }
+        sync_dir(&dir)?;
+        if live.last() != Some(&next_lsn) {
+            live.push(next_lsn);
+        }
+        report.next_lsn = next_lsn;
+        let (durable, _) = watch::channel(Durable {
+            lsn: next_lsn - 1,
+            failed: false,
+        });
+        let shared = Arc::new(Shared {
+            options,
+            writer: Mutex::new(Writer {
+                file: Arc::new(file),
+                path,
+                size: 0,
+                next_lsn,
+                segments: live,
+                buf: Vec::new(),
+                failed: None,
+            }),
+            syncing: Mutex::new(()),
+            durable,
+            request: Mutex::new(SyncRequest::default()),
+            wake: Condvar::new(),
+            observer,
+            failed: AtomicBool::new(false),
+        });
+        let worker = Arc::clone(&shared);
+        let syncer = std::thread::Builder::new()
+            .name("htm-wal-sync".into())
+            .spawn(move || sync_loop(&worker))
+            .map_err(io_err(&dir))?;
+        Ok((
+            Wal {
+                shared,
+                syncer: Mutex::new(Some(syncer)),
+            },
+            report,
+        ))
+    }
+
+    /// Append one record; returns its LSN. The record is in the operating
+    /// system's hands (it survives a killed process) but not yet durable
+    /// against power loss: see [`Wal::wait_durable`]. Blocking (one
+    /// `write(2)`, plus an fsync when a segment is closed).
+    pub fn append(&self, entry: &EntryRef<'_>) -> Result<u64, WalError> {
+        let s = &*self.shared;
+        let mut w = lock(&s.writer);
+        if let Some(why) = &w.failed {
+            return Err(WalError::Failed(why.clone()));
+        }
+        let lsn = w.next_lsn;
+        let mut buf = std::mem::take(&mut w.buf);
+        let encoded = encode_record(lsn, entry, &mut buf);
+        let result = encoded.and_then(|()| {
+            let len = buf.len() as u64;
+            if w.size > 0 && w.size + len > s.options.segment_bytes {
+                self.roll(&mut w)?;
+            }
+            let start = w.size;
+            if let Err(e) = (&*w.file).write_all(&buf) {
+                // Cut a partial record off, so later records follow a whole
+                // one; if even that fails, take no more records.
+                let why = format!("write to {} failed: {e}", w.path.display());
+                if w.file.set_len(start).is_err() {
+                    w.failed = Some(why.clone());
+                    s.failed.store(true, Ordering::Release);
+                }
+                return Err(WalError::Io {
+                    path: w.path.clone(),
+                    message: e.to_string(),
+                });
+            }
+            w.size += len;
+            w.next_lsn += 1;
+            s.observer.appended(buf.len());
+            Ok(lsn)
+        });
+        w.buf = buf;
+        result
+    }
+
+    /// Close the current segment (fsync) and start the next one.
+    fn roll(&self, w: &mut Writer) -> Result<(), WalError> {
+        let s = &*self.shared;
+        let start = Instant::now();
+        if let Err(e) = w.file.sync_data() {
+            let why = format!("fsync of {} failed: {e}", w.path.display());
+            w.failed = Some(why.clone());
+            self.fail(why.clone());
+            return Err(WalError::Failed(why));
+        }
+        s.observer.synced(start.elapsed());
+        let done = w.next_lsn - 1;
+        s.durable.send_if_modified(|d| {
+            let newer = done > d.lsn;
+            d.lsn = d.lsn.max(done);
+            newer
+        });
+        let path = segment_path(&s.options.dir, w.next_lsn);
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        sync_dir(&s.options.dir)?;
+        w.file = Arc::new(file);
+        w.path = path;
+        w.size = 0;
+        let first = w.next_lsn;
+        w.segments.push(first);
+        Ok(())
+    }
+
+    fn fail(&self, why: String) {
+        self.shared.fail(why);
+    }
+
+    /// Fsync every record appended so far. Blocking.
+    pub fn sync(&self) -> Result<(), WalError> {
+        self.shared.sync()
+    }
+
+    /// Wait (without blocking the thread) until record `lsn` is durable.
+    pub async fn wait_durable(&self, lsn: u64) -> Result<(), WalError> {
+        let s = &*self.shared;
+        let mut rx = s.durable.subscribe();
+        if rx.borrow().lsn >= lsn {
+            return Ok(());
+        }
+        {
+            let mut r = lock(&s.request);
+            r.wanted = r.wanted.max(lsn);
+        }
+        s.wake.notify_one();
+        let seen = rx
+            .wait_for(|d| d.lsn >= lsn || d.failed)
+            .await
+            .map(|d| *d)
+            .map_err(|_| WalError::Failed("log closed".into()))?;
+        if seen.lsn >= lsn {
+            Ok(())
+        } else {
+            Err(WalError::Failed("fsync of the log failed".into()))
+        }
+    }
+
+    /// The LSN the next record will get.
+    pub fn next_lsn(&self) -> u64 {
+        lock(&self.shared.writer).next_lsn
+    }
+
+    /// First LSNs of the live segments, ascending (the last is being
+    /// appended to).
+    pub fn segments(&self) -> Vec<u64> {
+        lock(&self.shared.writer).segments.clone()
+    }
+
+    /// Delete every closed segment all of whose records have LSNs below
+    /// `needed` (the oldest record some stream still needs). Returns how
+    /// many were deleted.
+    pub fn delete_segments_before(&self, needed: u64) -> Result<usize, WalError> {
+        let dir = &self.shared.options.dir;
+        let doomed: Vec<u64> = {
+            let mut w = lock(&self.shared.writer);
+            let segs = &w.segments;
+            // Segment i holds LSNs [segs[i], segs[i + 1]); the last is open.
+            let n = segs.windows(2).take_while(|pair| pair[1] <= needed).count();
+            w.segments.drain(..n).collect()
+        };
+        for first in &doomed {
+            let path = segment_path(dir, *first);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&path)(e)),
+            }
+        }
+        if !doomed.is_empty() {
+            sync_dir(dir)?;
+        }
+        Ok(doomed.len())
+    }
+}
+
+impl Shared {
+    fn fail(&self, why: String) {
+        tracing::error!(error = %why, "write-ahead log failed; no more records are accepted");
+        self.failed.store(true, Ordering::Release);
+        self.durable.send_modify(|d| d.failed = true);
+    }
+
+    fn sync(&self) -> Result<(), WalError> {
+        let _one = lock(&self.syncing);
+        let (file, upto, path) = {
+            let w = lock(&self.writer);
+            if let Some(why) = &w.failed {
+                return Err(WalError::Failed(why.clone()));
+            }
+            (Arc::clone(&w.file), w.next_lsn - 1, w.path.clone())
+        };
+        if self.durable.borrow().lsn >= upto {
+            return Ok(());
+        }
+        let start = Instant::now();
+        if let Err(e) = file.sync_data() {
+            let why = format!("fsync of {} failed: {e}", path.display());
+            lock(&self.writer).failed = Some(why.clone());
+            self.fail(why.clone());
+            return Err(WalError::Failed(why));
+        }
+        self.observer.synced(start.elapsed());
+        self.durable.send_if_modified(|d| {
+            let newer = upto > d.lsn;
+            d.lsn = d.lsn.max(upto);
+            newer
+        });
+        Ok(())
+    }
+}
+
+/// The fsync thread: sleeps until a waiter asks for an LSN that is not yet
+/// durable, waits `group_delay` to gather more, syncs.
+fn sync_loop(s: &Shared) {
+    loop {
+        {
+            let mut r = lock(&s.request);
+            loop {
+                if r.stop {
+                    return;
+                }
+                if r.wanted > s.durable.borrow().lsn && !s.failed.load(Ordering::Acquire) {
+                    break;
+                }
+                r = s.wake.wait(r).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        if !s.options.group_delay.is_zero() {
+            std::thread::sleep(s.options.group_delay);
+        }
+        let _ = s.sync();
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        lock(&self.shared.request).stop = true;
+        self.shared.wake.notify_all();
+        if let Some(h) = lock(&self.syncer).take() {
+            let _ = h.join();
+        }
+        let _ = self.shared.sync();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::stream_config::DEFAULT_THRESHOLD;
+
+    fn id(s: &str) -> StreamId {
+        StreamId::new(s).unwrap()
+    }
+
+    fn samples(n: usize, base: f64) -> Vec<Sample> {
+        let t = chrono::NaiveDate::from_ymd_opt(2026, 11, 27)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap();
+        (0..n)
+            .map(|i| Sample {
+                timestamp: t + chrono::Duration::seconds(i as i64 * 300),
+                value: base + i as f64 * 0.25,
+                learn: if i % 2 == 0 { None } else { Some(false) },
+            })
+            .collect()
+    }
+
+    fn entries() -> Vec<Entry> {
+        let config = StreamConfig::with_preset("default", DEFAULT_THRESHOLD);
+        vec![
+            Entry::Put {
+                stream: id("a"),
+                config: config.clone(),
+            },
+            Entry::Samples {
+                stream: id("a"),
+                config: None,
+                samples: samples(3, 1.0),
+            },
+            Entry::Samples {
+                stream: id("b"),
+                config: Some(config),
+                samples: samples(1, -7.5),
+            },
+            Entry::Reset { stream: id("a") },
+            Entry::Delete { stream: id("b") },
+        ]
+    }
+
+    fn as_ref(e: &Entry) -> EntryRef<'_> {
+        match e {
+            Entry::Samples {
+                stream,
+                config,
+                samples,
+            } => EntryRef::Samples {
+                stream,
+                config: config.as_ref(),
+                samples,
+            },
+            Entry::Put { stream, config } => EntryRef::Put { stream, config },
+            Entry::Reset { stream } => EntryRef::Reset { stream },
+            Entry::Delete { stream } => EntryRef::Delete { stream },
+        }
+    }
+
+    fn options(dir: &Path, segment_bytes: u64) -> WalOptions {
+        WalOptions {
+            dir: dir.to_path_buf(),
+            segment_bytes,
+            group_delay: Duration::ZERO,
+        }
+    }
+
+    fn open(dir: &Path, segment_bytes: u64) -> (Wal, OpenReport, Vec<(u64, Entry)>) {
+        let mut seen = Vec::new();
+        let (wal, report) = Wal::open(
+            options(dir, segment_bytes),
+            1,
+            Arc::new(NoObserver),
+            |lsn, e| seen.push((lsn, e)),
+        )
+        .unwrap();
+        (wal, report, seen)
+    }
+
+    fn only_segment(dir: &Path) -> PathBuf {
+        let segs = list_segments(dir).unwrap();
+        let non_empty: Vec<_> = segs
+            .into_iter()
+            .filter(|(_, p)| fs::metadata(p).unwrap().len() > 0)
+            .collect();
+        assert_eq!(non_empty.len(), 1);
+        non_empty[0].1.clone()
+    }
+
+    #[test]
+    fn records_round_trip_in_order_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, report, seen) = open(dir.path(), 1 << 20);
+        assert_eq!((report.records, report.next_lsn), (0, 1));
+        assert!(seen.is_empty());
+        for (i, e) in entries().iter().enumerate() {
+            assert_eq!(wal.append(&as_ref(e)).unwrap(), i as u64 + 1);
+        }
+        wal.sync().unwrap();
+        drop(wal);
+        let (wal, report, seen) = open(dir.path(), 1 << 20);
+        assert_eq!(report.torn, 0);
+        assert_eq!(report.next_lsn, 6);
+        let want: Vec<_> = entries()
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| (i as u64 + 1, e))
+            .collect();
+        assert_eq!(seen, want);
+        assert_eq!(wal.append(&as_ref(&entries()[3])).unwrap(), 6);
+    }
+
+    #[tokio::test]
+    async fn wait_durable_returns_once_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _, _) = open(dir.path(), 1 << 20);
+        let lsn = wal.append(&as_ref(&entries()[0])).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), wal.wait_durable(lsn))
+            .await
+            .expect("synced in time")
+            .unwrap();
+    }
+
+    #[test]
+    fn a_torn_last_record_is_dropped_at_every_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (wal, _, _) = open(dir.path(), 1 << 20);
+            for e in entries() {
+                wal.append(&as_ref(&e)).unwrap();
+            }
+        }
+        let path = only_segment(dir.path());
+        let full = fs::read(&path).unwrap();
+        let whole = parse_segment(&full, 1);
+        assert_eq!(whole.records.len(), 5);
+        // Where the last record starts.
+        let last_start = {
+            let four = parse_segment(&full, 1);
+            let mut at = 0;
+            for _ in 0..4 {
+                let len = u32::from_le_bytes(full[at..at + 4].try_into().unwrap()) as usize;
+                at += RECORD_HEADER_LEN + len;
+            }
+            assert!(four.torn.is_none());
+            at
+        };
+        for cut in last_start..full.len() {
+            let case = tempfile::tempdir().unwrap();
+            let seg = case.path().join(path.file_name().unwrap());
+            fs::write(&seg, &full[..cut]).unwrap();
+            let (wal, report, seen) = open(case.path(), 1 << 20);
+            assert_eq!(seen.len(), 4, "cut at {cut}");
+            assert_eq!(seen[3].1, entries()[3]);
+            assert_eq!(report.torn, u64::from(cut != last_start), "cut at {cut}");
+            assert_eq!(fs::metadata(&seg).unwrap().len(), last_start as u64);
+            // The next record takes the dropped one's LSN.
+            assert_eq!(wal.append(&as_ref(&entries()[0])).unwrap(), 5);
+        }
+    }
+
+    #[test]
+    fn a_corrupt_byte_stops_reading_at_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (wal, _, _) = open(dir.path(), 1 << 20);
+            for e in entries() {
+                wal.append(&as_ref(&e)).unwrap();
+            }
+        }
+        let path = only_segment(dir.path());
+        let full = fs::read(&path).unwrap();
+        let first_len =
+            RECORD_HEADER_LEN + u32::from_le_bytes(full[0..4].try_into().unwrap()) as usize;
+        for (byte, want_records) in [(first_len + 20, 1), (3, 0), (first_len + 9, 1)] {
+            let mut bad = full.clone();
+            bad[byte] ^= 0x10;
+            let parsed = parse_segment(&bad, 1);
+            assert_eq!(parsed.records.len(), want_records, "byte {byte}");
+            assert!(parsed.torn.is_some());
+        }
+        // Reopening with a flipped payload bit in record 2 keeps record 1,
+        // truncates the rest, and never replays garbage.
+        let mut bad = full.clone();
+        bad[first_len + 20] ^= 0x01;
+        fs::write(&path, &bad).unwrap();
+        let (_, report, seen) = open(dir.path(), 1 << 20);
+        assert_eq!(seen.len(), 1);
+        assert_eq!(report.torn, 1);
+        assert!(report.notes[0].contains("Checksum"), "{:?}", report.notes);
+    }
+
+    #[test]
+    fn an_lsn_out_of_sequence_is_corrupt() {
+        let e = entries();
+        let mut bytes = Vec::new();
+        let mut buf = Vec::new();
+        encode_record(1, &as_ref(&e[0]), &mut buf).unwrap();
+        bytes.extend_from_slice(&buf);
+        encode_record(3, &as_ref(&e[1]), &mut buf).unwrap();
+        bytes.extend_from_slice(&buf);
+        let parsed = parse_segment(&bytes, 1);
+        assert_eq!(parsed.records.len(), 1);
+        assert_eq!(
+            parsed.torn,
+            Some(Torn::Sequence {
+                expected: 2,
+                found: 3
+            })
+        );
+        // A zero-filled tail (file size extended, data not written).
+        let mut zeros = buf.clone();
+        zeros.iter_mut().for_each(|b| *b = 0);
+        let parsed = parse_segment(&zeros, 1);
+        assert!(parsed.records.is_empty() && parsed.torn.is_some());
+    }
+
+    #[test]
+    fn segments_roll_over_and_covered_ones_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _, _) = open(dir.path(), 200);
+        let e = Entry::Samples {
+            stream: id("s"),
+            config: None,
+            samples: samples(4, 0.0),
+        };
+        for _ in 0..20 {
+            wal.append(&as_ref(&e)).unwrap();
+        }
+        let segs = wal.segments();
+        assert!(segs.len() > 3, "{segs:?}");
+        assert_eq!(list_segments(dir.path()).unwrap().len(), segs.len());
+        for path in list_segments(dir.path()).unwrap() {
+            assert!(fs::metadata(&path.1).unwrap().len() <= 200);
+        }
+        // Nothing is needed before LSN segs[2]: the first two segments go.
+        assert_eq!(wal.delete_segments_before(segs[2]).unwrap(), 2);
+        assert_eq!(wal.segments(), segs[2..].to_vec());
+        assert_eq!(list_segments(dir.path()).unwrap().len(), segs.len() - 2);
+        // One LSN short of the next boundary deletes nothing more.
+        assert_eq!(wal.delete_segments_before(segs[3] - 1).unwrap(), 0);
+        // Everything covered: all but the open segment go.
+        assert_eq!(
+            wal.delete_segments_before(u64::MAX).unwrap(),
+            segs.len() - 3
+        );
+        assert_eq!(wal.segments().len(), 1);
+        drop(wal);
+        // After a restart, LSNs continue past the deleted records.
+        let (wal, report, seen) = open(dir.path(), 200);
+        assert_eq!(report.torn, 0);
+        assert!(seen.iter().all(|(lsn, _)| *lsn >= segs[segs.len() - 1]));
+        assert_eq!(wal.next_lsn(), 21);
+    }
+
+    #[test]
+    fn next_lsn_is_at_least_the_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, report) = Wal::open(
+            options(dir.path(), 1 << 20),
+            42,
+            Arc::new(NoObserver),
+            |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(report.next_lsn, 42);
+        assert_eq!(
+            wal.append(&EntryRef::Reset { stream: &id("x") }).unwrap(),
+            42
+        );
+    }
+}
