@@ -12,7 +12,7 @@
 //! | --- | --- | --- |
 //! | `HTM_LOAD_SECS` | `10` | measured seconds per scenario |
 //! | `HTM_LOAD_CONNS` | `64` | keep-alive connections (at most one per stream) |
-//! | `HTM_LOAD_WARMUP` | `150` | samples sent to each stream, in one batch, before it is measured |
+//! | `HTM_LOAD_WARMUP` | the `default` preset's calibration samples + 150 (450) | samples sent to each stream, in one batch, before it is measured |
 //! | `HTM_LOAD_RATE` | half of (a) at 1,000 streams | offered rate of the open-loop scenario, samples/s |
 //! | `HTM_LOAD_SERVER_THREADS` | `2` | worker threads of the server's runtime |
 //! | `HTM_LOAD_CLIENT_THREADS` | `1` | worker threads of the load generator's runtime |
@@ -44,8 +44,8 @@
 //! are applied one at a time anyway, and two connections on one stream
 //! could reorder its timestamps. Before a stream set is measured, each
 //! stream gets `HTM_LOAD_WARMUP` samples in one batch, so the `default`
-//! preset's 100 calibration samples are behind it and the measurement is
-//! steady-state model steps.
+//! preset's calibration samples (held until the value range is known, then
+//! learned) are behind it and the measurement is steady-state model steps.
 //!
 //! Only one stream set is held at a time (the previous one is deleted).
 //! A warmed `default` model takes tens of MB, so 1,000 of them may not fit
@@ -121,12 +121,21 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     }
 }
 
+/// Samples that take a `default` stream past its calibration, plus 150
+/// steps of the built model.
+fn default_warmup() -> usize {
+    htm_stream::model::ModelParams::default_preset()
+        .value_encoder
+        .calibration_samples as usize
+        + 150
+}
+
 impl Config {
     fn from_env() -> Config {
         let c = Config {
             secs: env_or("HTM_LOAD_SECS", 10.0),
             conns: env_or("HTM_LOAD_CONNS", 64),
-            warmup: env_or("HTM_LOAD_WARMUP", 150),
+            warmup: env_or("HTM_LOAD_WARMUP", default_warmup()),
             rate: std::env::var("HTM_LOAD_RATE")
                 .ok()
                 .map(|v| v.parse().expect("HTM_LOAD_RATE is samples/s")),
