@@ -222,6 +222,14 @@ pub async fn run(
             if let Err(e) = wal.sync() {
                 tracing::error!(error = %e, "final fsync of the write-ahead log failed");
             }
+            // Every checkpoint written: the whole log is covered, so a
+            // restart need not replay it (nor decode the streams it names).
+            if summary.failed.is_empty() {
+                match wal.seal() {
+                    Ok(()) => checkpointer::trim_wal(&worker),
+                    Err(e) => tracing::error!(error = %e, "write-ahead log not sealed"),
+                }
+            }
         }
         summary
     })
