@@ -361,9 +361,9 @@ async fn stream_limit_is_enforced() {
     assert_eq!(s.post("a", &sine(1)).await.0, 200);
     assert_eq!(s.put("b", &json!({})).await.0, 201);
     let (st, body) = s.post("c", &sine(1)).await;
-    assert_error(st, &body, 503, "too_many_streams");
+    assert_error(st, &body, 429, "too_many_streams");
     let (st, body) = s.put("c", &json!({})).await;
-    assert_error(st, &body, 503, "too_many_streams");
+    assert_error(st, &body, 429, "too_many_streams");
     // existing streams still take samples; deleting frees a place
     assert_eq!(s.post("a", &sine(2)).await.0, 200);
     s.client.delete(s.url("/streams/b")).send().await.unwrap();

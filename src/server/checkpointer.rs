@@ -21,7 +21,7 @@ use crate::server::{AppState, ServerError};
 use crate::store::data_dir::broken_stream;
 use crate::store::recovery;
 use crate::store::wal::WalOptions;
-use crate::store::{Saved, Slot, Stream};
+use crate::store::{Evicted, Saved, Slot, Stream};
 
 /// What one round of checkpointing did.
 #[derive(Debug, Default, Serialize)]
@@ -102,39 +102,57 @@ pub fn trim_wal(state: &AppState) {
     }
 }
 
-/// Load every checkpoint of the data directory into the registry, then
+/// Register every checkpoint of the data directory in the registry, then
 /// replay the write-ahead log over them and open it for appends.
-/// Unreadable checkpoints are logged by name, counted, moved aside, and
-/// their streams answer 503 until deleted or recreated. Blocking.
+/// Checkpoints are decoded while the resident set has room (so on a small
+/// server an unreadable file is found at start); the rest are registered
+/// from their file names as evicted and decoded on first use. Unreadable
+/// checkpoints are logged by name, counted, moved aside, and their streams
+/// answer 503 until deleted or recreated. Blocking.
 pub fn load(state: &AppState) -> Result<(), ServerError> {
-    let report = state.data_dir.load_all()?;
-    for (path, why) in &report.ignored {
+    let start = Instant::now();
+    let scan = state.data_dir.scan()?;
+    for (path, why) in &scan.ignored {
         tracing::warn!(file = %path.display(), reason = %why, "ignored file in data dir");
     }
-    let loaded = report.loaded.len();
-    for st in report.loaded {
-        let id = st.id.clone();
-        let entry = Stream::new(id.clone(), Slot::Ready(Box::new(st)), true);
-        if let Err(e) = state.registry.get_or_create(&id, || entry) {
-            tracing::error!(stream = %id, error = %e, "checkpoint not loaded: stream limit reached");
+    let residency = state.registry.residency();
+    let (mut loaded, mut lazy, mut unreadable) = (0usize, 0usize, 0usize);
+    for id in scan.ids {
+        let entry = if !residency.has_room() {
+            lazy += 1;
+            Stream::new(id.clone(), Slot::Evicted(Evicted::default()), true)
+        } else {
+            match state.data_dir.load_one(&id) {
+                Ok(st) => {
+                    loaded += 1;
+                    Stream::new(id.clone(), Slot::Ready(Box::new(st)), true)
+                }
+                Err(failure) => {
+                    unreadable += 1;
+                    tracing::error!(
+                        stream = %failure.id,
+                        file = %failure.file.display(),
+                        moved_to = %failure.moved_to.display(),
+                        error = %failure.error,
+                        "checkpoint unreadable; moved aside, stream answers 503 until deleted or recreated"
+                    );
+                    state.metrics.checkpoint_unreadable(&failure.id);
+                    broken_stream(&failure)
+                }
+            }
+        };
+        match state.registry.get_or_create(&id, || entry) {
+            Ok((stream, _)) => residency.touch(&stream, &stream.lock()),
+            Err(e) => {
+                tracing::error!(stream = %id, error = %e, "checkpoint not loaded: stream limit reached")
+            }
         }
-    }
-    for failure in &report.failed {
-        tracing::error!(
-            stream = %failure.id,
-            file = %failure.file.display(),
-            moved_to = %failure.moved_to.display(),
-            error = %failure.error,
-            "checkpoint unreadable; moved aside, stream answers 503 until deleted or recreated"
-        );
-        state.metrics.checkpoint_unreadable(&failure.id);
-        let _ = state
-            .registry
-            .get_or_create(&failure.id, || broken_stream(failure));
     }
     tracing::info!(
         loaded,
-        unreadable = report.failed.len(),
+        registered_evicted = lazy,
+        unreadable,
+        took_ms = start.elapsed().as_millis() as u64,
         dir = %state.data_dir.root().display(),
         "checkpoints loaded"
     );

@@ -56,7 +56,8 @@ pub struct ServeArgs {
     #[arg(long, env = "HTM_MAX_BATCH", default_value_t = 10_000)]
     pub max_batch: usize,
 
-    /// Most streams held at once; creating one more answers 503.
+    /// Most streams known at once, resident or evicted (so also the most
+    /// checkpoint files); creating one more answers 429.
     #[arg(long, env = "HTM_MAX_STREAMS", default_value_t = 10_000)]
     pub max_streams: usize,
 
@@ -117,6 +118,21 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "HTM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Most streams whose model is kept in memory; past it the least
+    /// recently used idle streams are checkpointed and evicted, and
+    /// reloaded on their next request. The default equals the default
+    /// `--max-streams`, so by default only the memory budget evicts.
+    #[arg(long, env = "HTM_MAX_RESIDENT_STREAMS", default_value_t = 10_000)]
+    pub max_resident_streams: usize,
+
+    /// Most bytes of models kept in memory (sum of each model's estimate,
+    /// as `memory_bytes` in `GET /streams`); past it idle streams are
+    /// evicted as with `--max-resident-streams`. The default, 8 GiB, is a
+    /// third of a 24 GiB machine, leaving room for allocator overhead,
+    /// decoding checkpoints and the page cache.
+    #[arg(long, env = "HTM_MEMORY_BUDGET_BYTES", default_value_t = 8 << 30)]
+    pub memory_budget_bytes: u64,
 }
 
 #[derive(Parser)]
@@ -147,6 +163,7 @@ impl ServeArgs {
             ("--max-inflight", self.max_inflight),
             ("--max-stream-queue", self.max_stream_queue),
             ("--feed-capacity", self.feed_capacity),
+            ("--max-resident-streams", self.max_resident_streams),
         ];
         if let Some((flag, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{flag} must be at least 1"));
@@ -160,6 +177,9 @@ impl ServeArgs {
         }
         if !(0.0..=1.0).contains(&self.default_threshold) {
             return Err("--default-threshold must be in [0, 1]".into());
+        }
+        if self.memory_budget_bytes == 0 {
+            return Err("--memory-budget-bytes must be at least 1".into());
         }
         if self.wal_segment_bytes < 1024 {
             return Err("--wal-segment-bytes must be at least 1024".into());

@@ -49,6 +49,11 @@ pub enum ApiError {
     /// 429: this stream has too many requests queued.
     #[error("{0}")]
     StreamBusy(String),
+    /// 429: the server already knows `--max-streams` streams; a new one is
+    /// refused until one is deleted (no `Retry-After`: waiting alone does
+    /// not help).
+    #[error("{0}")]
+    TooManyStreams(String),
     /// 503: the server or this stream cannot serve now.
     #[error("{message}")]
     Unavailable {
@@ -118,7 +123,7 @@ impl ApiError {
             ApiError::OutOfOrder(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::InvalidConfig(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::StreamBusy(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::StreamBusy(_) | ApiError::TooManyStreams(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -136,6 +141,7 @@ impl ApiError {
             ApiError::TooLarge(_) => "too_large",
             ApiError::InvalidConfig(_) => "invalid_config",
             ApiError::StreamBusy(_) => "stream_busy",
+            ApiError::TooManyStreams(_) => "too_many_streams",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -188,10 +194,9 @@ impl From<Rejected> for ApiError {
 
 impl From<TooManyStreams> for ApiError {
     fn from(e: TooManyStreams) -> Self {
-        ApiError::Unavailable {
-            code: "too_many_streams",
-            message: e.to_string(),
-        }
+        ApiError::TooManyStreams(format!(
+            "{e}; delete a stream or raise --max-streams to create more"
+        ))
     }
 }
 
@@ -261,6 +266,11 @@ mod tests {
             (ApiError::OutOfOrder("x".into()), 409, "out_of_order"),
             (ApiError::TooLarge("x".into()), 413, "too_large"),
             (ApiError::StreamBusy("x".into()), 429, "stream_busy"),
+            (
+                ApiError::from(TooManyStreams { max: 3 }),
+                429,
+                "too_many_streams",
+            ),
             (ApiError::overloaded(), 503, "overloaded"),
         ];
         for (e, status, code) in cases {

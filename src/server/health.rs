@@ -49,6 +49,10 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, Api
             })
             .sum();
         worker.metrics.set_streams(worker.registry.len(), memory);
+        let residency = worker.registry.residency();
+        worker
+            .metrics
+            .set_residency(residency.resident(), residency.resident_bytes());
         worker.metrics.render()
     })
     .await

@@ -45,6 +45,11 @@ pub struct Metrics {
     wal_fsync_duration: Histogram,
     wal_replayed: IntCounter,
     wal_torn: IntCounter,
+    streams_resident: IntGauge,
+    resident_model_bytes: IntGauge,
+    evictions: IntCounter,
+    reloads: IntCounter,
+    reload_duration: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -185,6 +190,29 @@ impl Metrics {
                 "htm_wal_torn_records_total",
                 "Torn or corrupt write-ahead-log records dropped at start."
             )?),
+            streams_resident: reg!(IntGauge::new(
+                "htm_streams_resident",
+                "Streams whose model is in memory (the rest are evicted to their checkpoint)."
+            )?),
+            resident_model_bytes: reg!(IntGauge::new(
+                "htm_resident_model_bytes",
+                "Model bytes counted against --memory-budget-bytes."
+            )?),
+            evictions: reg!(IntCounter::new(
+                "htm_stream_evictions_total",
+                "Idle streams checkpointed and dropped from memory by the residency limit."
+            )?),
+            reloads: reg!(IntCounter::new(
+                "htm_stream_reloads_total",
+                "Evicted streams read back from their checkpoint."
+            )?),
+            reload_duration: reg!(Histogram::with_opts(
+                HistogramOpts::new(
+                    "htm_stream_reload_duration_seconds",
+                    "Time to read and decode an evicted stream's checkpoint."
+                )
+                .buckets(buckets_fast())
+            )?),
             per_stream,
             registry,
         })
@@ -308,6 +336,41 @@ impl crate::store::wal::WalObserver for Metrics {
     }
 }
 
+impl Metrics {
+    /// Set the resident-set gauges (sampled at scrape time).
+    pub fn set_residency(&self, resident: usize, bytes: u64) {
+        self.streams_resident.set(resident as i64);
+        self.resident_model_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+}
+
+impl crate::store::ResidencyObserver for Metrics {
+    fn evicted(&self) {
+        self.evictions.inc();
+    }
+
+    fn eviction_failed(&self, stream: &StreamId, error: &crate::store::CheckpointError) {
+        self.checkpoint_failed();
+        tracing::error!(%stream, %error, "checkpoint before eviction failed; stream stays resident");
+    }
+
+    fn reloaded(&self, took: Duration) {
+        self.reloads.inc();
+        self.reload_duration.observe(took.as_secs_f64());
+    }
+
+    fn reload_failed(&self, failure: &crate::store::LoadFailure) {
+        self.checkpoint_unreadable(&failure.id);
+        tracing::error!(
+            stream = %failure.id,
+            moved_to = %failure.moved_to.display(),
+            error = %failure.error,
+            "evicted stream's checkpoint unreadable; moved aside, stream answers 503 until deleted or recreated"
+        );
+    }
+}
+
 /// Middleware: time every request by route template and status.
 pub async fn track_http(State(metrics): State<Metrics>, req: Request, next: Next) -> Response {
     let start = Instant::now();
@@ -337,7 +400,15 @@ mod tests {
         crate::store::wal::WalObserver::appended(&m, 40);
         crate::store::wal::WalObserver::synced(&m, Duration::from_micros(900));
         m.wal_recovered(7, 1);
+        crate::store::ResidencyObserver::evicted(&m);
+        crate::store::ResidencyObserver::reloaded(&m, Duration::from_millis(3));
+        m.set_residency(2, 4096);
         let text = m.render();
+        assert!(text.contains("htm_stream_evictions_total 1"));
+        assert!(text.contains("htm_stream_reloads_total 1"));
+        assert!(text.contains("htm_stream_reload_duration_seconds_count 1"));
+        assert!(text.contains("htm_streams_resident 2"));
+        assert!(text.contains("htm_resident_model_bytes 4096"));
         assert!(text.contains("htm_wal_appends_total 1"));
         assert!(text.contains("htm_wal_appended_bytes_total 40"));
         assert!(text.contains("htm_wal_fsync_duration_seconds_count 1"));

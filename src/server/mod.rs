@@ -46,7 +46,7 @@ use tokio_util::task::TaskTracker;
 pub use config::{Durability, LogFormat, ServeArgs};
 pub use error::ApiError;
 
-use crate::store::{CheckpointError, DataDir, Registry, Wal, WalError};
+use crate::store::{CheckpointError, DataDir, Registry, Residency, ResidencyLimits, Wal, WalError};
 use feed::Feed;
 use metrics::Metrics;
 
@@ -108,10 +108,18 @@ impl AppState {
     /// Build the shared state from settings.
     pub fn new(args: ServeArgs) -> Result<AppState, ServerError> {
         args.validate().map_err(ServerError::Config)?;
+        let metrics = Metrics::new(args.per_stream_metrics)?;
+        let limits = ResidencyLimits {
+            max_resident: args.max_resident_streams,
+            budget_bytes: args.memory_budget_bytes,
+        };
         Ok(AppState {
-            registry: Registry::new(args.max_streams),
+            registry: Registry::with_residency(
+                args.max_streams,
+                Residency::new(limits, Arc::new(metrics.clone())),
+            ),
             data_dir: DataDir::open(&args.data_dir)?,
-            metrics: Metrics::new(args.per_stream_metrics)?,
+            metrics,
             feed: Feed::new(args.feed_capacity),
             inflight: Arc::new(Semaphore::new(args.max_inflight)),
             workers: Arc::new(Semaphore::new(
@@ -213,6 +221,14 @@ pub async fn run(
         if let Some(wal) = worker.wal.get() {
             if let Err(e) = wal.sync() {
                 tracing::error!(error = %e, "final fsync of the write-ahead log failed");
+            }
+            // Every checkpoint written: the whole log is covered, so a
+            // restart need not replay it (nor decode the streams it names).
+            if summary.failed.is_empty() {
+                match wal.seal() {
+                    Ok(()) => checkpointer::trim_wal(&worker),
+                    Err(e) => tracing::error!(error = %e, "write-ahead log not sealed"),
+                }
             }
         }
         summary

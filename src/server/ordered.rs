@@ -8,7 +8,11 @@
 //!    cannot take every slot);
 //! 2. wait for the stream's turn (a FIFO semaphore: accepted order);
 //! 3. run the closure on the blocking pool under the stream's std mutex
-//!    (nothing awaits while it is held), tracked so shutdown waits for it.
+//!    (nothing awaits while it is held), tracked so shutdown waits for it;
+//!    an evicted stream is reloaded from its checkpoint first, and if the
+//!    resident set is then over its limits, idle streams are evicted on the
+//!    same blocking thread before the answer goes out (so a burst of
+//!    reloads is slowed down rather than let past the memory budget).
 //!
 //! A stream deleted between lookup and lock is looked up again.
 
@@ -85,14 +89,26 @@ where
             .map_err(|_| ApiError::Internal("server closing".into()))?;
         let f = Arc::clone(&f);
         let stream = Arc::clone(&stream);
+        let worker_state = Arc::clone(state);
         let work = state.tasks.spawn_blocking(move || {
-            let _pending = pending;
             let _worker = worker;
-            let mut slot = stream.lock();
-            if matches!(*slot, Slot::Deleted) {
-                return None;
+            let residency = worker_state.registry.residency();
+            let result = {
+                let _pending = pending;
+                let mut slot = stream.lock();
+                if matches!(*slot, Slot::Deleted) {
+                    return None;
+                }
+                residency.reload(&worker_state.data_dir, &stream, &mut slot);
+                let result = f(&stream, &mut slot);
+                residency.touch(&stream, &slot);
+                result
+            };
+            // This stream's turn is still held, so it is not evicted itself.
+            if residency.over_limit() {
+                residency.evict_idle(&worker_state.registry, &worker_state.data_dir);
             }
-            Some(f(&stream, &mut slot))
+            Some(result)
         });
         match work.await {
             Ok(Some(result)) => return result.map(|r| (r, created)),
@@ -121,5 +137,10 @@ pub fn ready<'a>(id: &StreamId, slot: &'a mut Slot) -> Result<&'a mut StreamStat
         Slot::Ready(st) => Ok(st),
         Slot::Broken(b) => Err(ApiError::broken_stream(id, b)),
         Slot::Deleted => Err(ApiError::stream_not_found(id)),
+        // `on_stream` reloads an evicted stream before its closure runs.
+        Slot::Evicted(_) => Err(ApiError::Internal(format!(
+            "stream {:?} was not reloaded",
+            id.as_str()
+        ))),
     }
 }

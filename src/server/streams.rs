@@ -177,11 +177,31 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Api
                 Slot::Ready(st) => Some(json!({
                     "id": s.id().as_str(),
                     "status": "ready",
+                    "resident": true,
                     "samples": st.model.steps(),
                     "last_score": st.stats.last_score,
                     "anomalies": st.stats.anomalies,
                     "memory_bytes": st.model.memory_bytes(),
                 })),
+                // Listed from what was kept at eviction, without reloading;
+                // a stream registered at start from its file name has no
+                // figures until its first use.
+                Slot::Evicted(e) => Some(match &e.summary {
+                    Some(sum) => json!({
+                        "id": s.id().as_str(),
+                        "status": "ready",
+                        "resident": false,
+                        "samples": sum.samples,
+                        "last_score": sum.last_score,
+                        "anomalies": sum.anomalies,
+                        "memory_bytes": sum.memory_bytes,
+                    }),
+                    None => json!({
+                        "id": s.id().as_str(),
+                        "status": "ready",
+                        "resident": false,
+                    }),
+                }),
                 Slot::Broken(b) => Some(json!({
                     "id": s.id().as_str(),
                     "status": "unavailable",

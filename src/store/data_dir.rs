@@ -41,6 +41,15 @@ pub struct LoadReport {
     pub ignored: Vec<(PathBuf, String)>,
 }
 
+/// The checkpoint files of the data directory, found by name.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Streams with a checkpoint file, sorted.
+    pub ids: Vec<StreamId>,
+    /// Files ignored, with the reason (not a valid id, leftover temp file).
+    pub ignored: Vec<(PathBuf, String)>,
+}
+
 /// What one save did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Saved {
@@ -87,7 +96,8 @@ impl DataDir {
             let version = stream.version();
             match &*slot {
                 Slot::Ready(state) => (checkpoint::encode(&**state)?, version, state.wal_lsn),
-                Slot::Broken(_) | Slot::Deleted => return Ok(Saved::Nothing),
+                // An evicted stream's file is already its whole state.
+                Slot::Evicted(_) | Slot::Broken(_) | Slot::Deleted => return Ok(Saved::Nothing),
             }
         };
         checkpoint::write_atomic(&self.path_for(stream.id()), &bytes)?;
@@ -127,7 +137,24 @@ impl DataDir {
     /// Load every checkpoint. Unreadable ones are moved to `quarantine/`
     /// and reported; leftover temporary files are removed.
     pub fn load_all(&self) -> Result<LoadReport, CheckpointError> {
-        let mut report = LoadReport::default();
+        let scan = self.scan()?;
+        let mut report = LoadReport {
+            ignored: scan.ignored,
+            ..LoadReport::default()
+        };
+        for id in scan.ids {
+            match self.load_one(&id) {
+                Ok(state) => report.loaded.push(state),
+                Err(failure) => report.failed.push(failure),
+            }
+        }
+        Ok(report)
+    }
+
+    /// The streams that have a checkpoint file, by file name only (nothing
+    /// is decoded), sorted by id; leftover temporary files are removed.
+    pub fn scan(&self) -> Result<Scan, CheckpointError> {
+        let mut scan = Scan::default();
         let entries = fs::read_dir(&self.root).map_err(|source| CheckpointError::Io {
             path: self.root.clone(),
             source,
@@ -146,46 +173,45 @@ impl DataDir {
                 .to_string();
             if name.ends_with(".tmp") {
                 let _ = fs::remove_file(&path);
-                report
-                    .ignored
+                scan.ignored
                     .push((path, "leftover temporary file, removed".into()));
                 continue;
             }
             let Some(stem) = name.strip_suffix(SUFFIX) else {
-                report.ignored.push((path, "not a checkpoint file".into()));
+                scan.ignored.push((path, "not a checkpoint file".into()));
                 continue;
             };
-            let id = match StreamId::new(stem) {
-                Ok(id) => id,
-                Err(e) => {
-                    report.ignored.push((path, e.to_string()));
-                    continue;
-                }
-            };
-            let result = checkpoint::load::<StreamState>(&path).and_then(|st| {
-                if st.id == id {
-                    Ok(st)
-                } else {
-                    Err(CheckpointError::Decode(format!(
-                        "file holds stream {:?}",
-                        st.id.as_str()
-                    )))
-                }
-            });
-            match result {
-                Ok(state) => report.loaded.push(state),
-                Err(e) => {
-                    let moved_to = self.quarantine(&path).unwrap_or_else(|_| path.clone());
-                    report.failed.push(LoadFailure {
-                        id,
-                        file: path,
-                        moved_to,
-                        error: e.to_string(),
-                    });
-                }
+            match StreamId::new(stem) {
+                Ok(id) => scan.ids.push(id),
+                Err(e) => scan.ignored.push((path, e.to_string())),
             }
         }
-        Ok(report)
+        Ok(scan)
+    }
+
+    /// Decode `id`'s checkpoint. An unreadable one is moved to
+    /// `quarantine/` and reported.
+    pub fn load_one(&self, id: &StreamId) -> Result<StreamState, LoadFailure> {
+        let path = self.path_for(id);
+        let result = checkpoint::load::<StreamState>(&path).and_then(|st| {
+            if st.id == *id {
+                Ok(st)
+            } else {
+                Err(CheckpointError::Decode(format!(
+                    "file holds stream {:?}",
+                    st.id.as_str()
+                )))
+            }
+        });
+        result.map_err(|e| {
+            let moved_to = self.quarantine(&path).unwrap_or_else(|_| path.clone());
+            LoadFailure {
+                id: id.clone(),
+                file: path,
+                moved_to,
+                error: e.to_string(),
+            }
+        })
     }
 
     fn quarantine(&self, path: &Path) -> std::io::Result<PathBuf> {

@@ -2,7 +2,8 @@
 //! per-stream state and its ordering lock ([`stream`]), configuration
 //! ([`stream_config`]), the concurrent registry ([`registry`]), the
 //! checkpoint format ([`checkpoint`], the only code that knows the codec)
-//! and the data directory ([`data_dir`]); the write-ahead log ([`wal`])
+//! the data directory ([`data_dir`]) and which models stay in memory
+//! ([`residency`]); the write-ahead log ([`wal`])
 //! and the start-up replay of it over the checkpoints ([`recovery`]).
 //!
 //! Nothing here is HTTP-specific; the server maps these types to its API.
@@ -11,6 +12,7 @@ pub mod checkpoint;
 pub mod data_dir;
 pub mod recovery;
 pub mod registry;
+pub mod residency;
 pub mod stream;
 pub mod stream_config;
 pub mod stream_id;
@@ -19,7 +21,11 @@ pub mod wal;
 pub use checkpoint::CheckpointError;
 pub use data_dir::{DataDir, LoadFailure, LoadReport, Saved};
 pub use registry::{Registry, TooManyStreams};
-pub use stream::{Applied, Broken, Rejected, Sample, Slot, Stream, StreamState, StreamStats};
+pub use residency::{Residency, ResidencyLimits, ResidencyObserver};
+pub use stream::{
+    Applied, Broken, Evicted, EvictedSummary, Rejected, Sample, Slot, Stream, StreamState,
+    StreamStats,
+};
 pub use stream_config::{ConfigError, StreamConfig, ValueRange, DEFAULT_THRESHOLD};
 pub use stream_id::{InvalidStreamId, StreamId};
 pub use wal::{Wal, WalError};

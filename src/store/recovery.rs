@@ -17,6 +17,11 @@
 //!
 //! A stream whose checkpoint was unreadable (`Slot::Broken`) takes only put
 //! and delete records, as it does while serving.
+//!
+//! With a residency limit, streams registered at start without their
+//! model (`Slot::Evicted`) are loaded only when a record names them, and
+//! evicted again (checkpoint first) whenever the resident set passes its
+//! limits, so replay stays within the memory budget too.
 
 use std::sync::Arc;
 
@@ -86,8 +91,37 @@ fn skip(report: &mut ReplayReport, lsn: u64, stream: &StreamId, why: &str) {
     }
 }
 
-/// Apply one log record to the registry.
+/// Apply one log record to the registry: reload its stream if it is
+/// evicted, apply, then evict idle streams if the resident set is over its
+/// limits.
 pub fn apply(
+    registry: &Registry,
+    data_dir: &DataDir,
+    lsn: u64,
+    entry: Entry,
+    report: &mut ReplayReport,
+) {
+    let id = match &entry {
+        Entry::Samples { stream, .. }
+        | Entry::Put { stream, .. }
+        | Entry::Reset { stream }
+        | Entry::Delete { stream } => stream.clone(),
+    };
+    let residency = registry.residency();
+    if let Some(stream) = registry.get(&id) {
+        residency.reload(data_dir, &stream, &mut stream.lock());
+    }
+    apply_record(registry, data_dir, lsn, entry, report);
+    if let Some(stream) = registry.get(&id) {
+        residency.touch(&stream, &stream.lock());
+    }
+    if residency.over_limit() {
+        residency.evict_idle(registry, data_dir);
+    }
+}
+
+/// Apply one log record to the registry, its stream (if any) resident.
+fn apply_record(
     registry: &Registry,
     data_dir: &DataDir,
     lsn: u64,
@@ -114,7 +148,10 @@ pub fn apply(
                         }
                         Err(e) => skip(report, lsn, &id, &e.to_string()),
                     },
-                    Slot::Broken(_) => skip(report, lsn, &id, "checkpoint unreadable"),
+                    // `apply` reloaded an evicted stream or marked it broken.
+                    Slot::Broken(_) | Slot::Evicted(_) => {
+                        skip(report, lsn, &id, "checkpoint unreadable")
+                    }
                     Slot::Deleted => skip(report, lsn, &id, "deleted"),
                 }
                 return;
@@ -183,7 +220,9 @@ pub fn apply(
                     stream.mark_changed();
                     report.applied += 1;
                 }
-                Slot::Broken(_) | Slot::Deleted => skip(report, lsn, &id, "checkpoint unreadable"),
+                Slot::Broken(_) | Slot::Evicted(_) | Slot::Deleted => {
+                    skip(report, lsn, &id, "checkpoint unreadable")
+                }
             }
         }
         Entry::Delete { stream: id } => {

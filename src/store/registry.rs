@@ -1,5 +1,6 @@
 //! The stream registry: every stream of the process by id, in a concurrent
-//! map, with a bound on how many there may be.
+//! map, with a bound on how many there may be, and the resident set that
+//! bounds how many of their models are in memory (`store::residency`).
 //!
 //! The map only hands out `Arc<Stream>`; all work on a stream happens after
 //! the map's shard lock is released, under the stream's own locks, so
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
+use crate::store::residency::Residency;
 use crate::store::stream::Stream;
 use crate::store::stream_id::StreamId;
 
@@ -31,18 +33,33 @@ pub struct Registry {
     /// Number of entries, kept beside the map: `DashMap::len` locks every
     /// shard and would deadlock inside an `entry` call.
     count: AtomicUsize,
-    /// Most streams allowed at once.
+    /// Most streams allowed at once, resident or not.
     max_streams: usize,
+    /// Which of the streams' models are in memory.
+    residency: Residency,
 }
 
 impl Registry {
-    /// An empty registry that holds at most `max_streams` streams.
+    /// An empty registry that holds at most `max_streams` streams, every
+    /// model resident.
     pub fn new(max_streams: usize) -> Registry {
+        Registry::with_residency(max_streams, Residency::unlimited())
+    }
+
+    /// An empty registry that holds at most `max_streams` streams and
+    /// keeps models in memory within `residency`'s limits.
+    pub fn with_residency(max_streams: usize, residency: Residency) -> Registry {
         Registry {
             streams: DashMap::new(),
             count: AtomicUsize::new(0),
             max_streams,
+            residency,
         }
+    }
+
+    /// The resident set.
+    pub fn residency(&self) -> &Residency {
+        &self.residency
     }
 
     /// The stream named `id`, if present.
@@ -90,6 +107,7 @@ impl Registry {
             .is_some();
         if removed {
             self.count.fetch_sub(1, Ordering::AcqRel);
+            self.residency.forget(stream);
         }
         removed
     }
@@ -107,6 +125,11 @@ impl Registry {
     /// The configured stream limit.
     pub fn max_streams(&self) -> usize {
         self.max_streams
+    }
+
+    /// Every stream, in no particular order.
+    pub fn all(&self) -> Vec<Arc<Stream>> {
+        self.streams.iter().map(|e| Arc::clone(e.value())).collect()
     }
 
     /// Every stream, sorted by id.

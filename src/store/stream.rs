@@ -172,11 +172,49 @@ pub struct Broken {
     pub reason: String,
 }
 
+/// What is remembered of a working stream whose model was written to its
+/// checkpoint and dropped from memory (`store::residency`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Evicted {
+    /// The stream's figures when it was evicted; `None` when it was
+    /// registered at start from its file name without decoding the file.
+    pub summary: Option<EvictedSummary>,
+}
+
+/// Figures of an evicted stream that `GET /streams` lists without
+/// reloading it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvictedSummary {
+    /// Samples the model has seen.
+    pub samples: u64,
+    /// Final anomaly score of the last sample.
+    pub last_score: Option<f64>,
+    /// Results flagged as anomalies.
+    pub anomalies: u64,
+    /// `Model::memory_bytes` when it was evicted.
+    pub memory_bytes: usize,
+}
+
+impl EvictedSummary {
+    /// The figures of `st`.
+    pub fn of(st: &StreamState) -> EvictedSummary {
+        EvictedSummary {
+            samples: st.model.steps(),
+            last_score: st.stats.last_score,
+            anomalies: st.stats.anomalies,
+            memory_bytes: st.model.memory_bytes(),
+        }
+    }
+}
+
 /// What a stream entry holds.
 #[derive(Debug)]
 pub enum Slot {
     /// A working stream.
     Ready(Box<StreamState>),
+    /// A working stream whose model is only in its checkpoint file; the
+    /// next operation on it reloads it.
+    Evicted(Evicted),
     /// A stream whose checkpoint failed to load.
     Broken(Broken),
     /// Removed by `DELETE`; a request that still holds the entry must not
@@ -207,7 +245,16 @@ pub struct Stream {
     saved_version: AtomicU64,
     /// The write-ahead-log LSN covered by the checkpoint on disk (0: none).
     checkpoint_lsn: AtomicU64,
+    /// Residency clock tick of the last operation on the stream: the
+    /// least recently used idle streams are evicted first.
+    last_used: AtomicU64,
+    /// Model bytes this stream adds to the resident total, or
+    /// [`NOT_RESIDENT`]; kept here so the total is adjusted by differences.
+    charged: AtomicU64,
 }
+
+/// `Stream::charged` of a stream whose model is not in memory.
+pub const NOT_RESIDENT: u64 = u64::MAX;
 
 /// Lock a mutex, recovering from poisoning: a panic inside a model step is
 /// caught by the server and the state is still structurally valid.
@@ -232,7 +279,20 @@ impl Stream {
             version: AtomicU64::new(1),
             saved_version: AtomicU64::new(if saved { 1 } else { 0 }),
             checkpoint_lsn: AtomicU64::new(checkpoint_lsn),
+            last_used: AtomicU64::new(0),
+            charged: AtomicU64::new(NOT_RESIDENT),
         }
+    }
+
+    /// The residency clock tick of the last operation on the stream.
+    pub fn last_used(&self) -> &AtomicU64 {
+        &self.last_used
+    }
+
+    /// The model bytes charged to the resident total ([`NOT_RESIDENT`] if
+    /// none); only `store::residency` changes it.
+    pub fn charged(&self) -> &AtomicU64 {
+        &self.charged
     }
 
     /// The stream's name.
@@ -274,6 +334,13 @@ impl Stream {
     /// Note that `version` is on disk.
     pub fn mark_saved(&self, version: u64) {
         self.saved_version.fetch_max(version, Ordering::AcqRel);
+    }
+
+    /// Note that the state as it is now is on disk (it was just read from
+    /// there).
+    pub fn mark_loaded(&self, lsn: u64) {
+        self.mark_saved(self.version());
+        self.mark_checkpoint_lsn(lsn);
     }
 
     /// Note that the checkpoint on disk covers the log up to `lsn`.

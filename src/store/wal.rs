@@ -571,6 +571,22 @@ impl Wal {
         result
     }
 
+    /// Close the current segment (fsync) and start an empty one, if the
+    /// current one holds records: at a clean shutdown, once every
+    /// checkpoint is written, this lets [`Wal::delete_segments_before`]
+    /// delete every record, so the next start replays (and decodes)
+    /// nothing. Blocking.
+    pub fn seal(&self) -> Result<(), WalError> {
+        let mut w = lock(&self.shared.writer);
+        if let Some(why) = &w.failed {
+            return Err(WalError::Failed(why.clone()));
+        }
+        if w.size == 0 {
+            return Ok(());
+        }
+        self.roll(&mut w)
+    }
+
     /// Close the current segment (fsync) and start the next one.
     fn roll(&self, w: &mut Writer) -> Result<(), WalError> {
         let s = &*self.shared;
@@ -1000,6 +1016,15 @@ mod tests {
         assert_eq!(report.torn, 0);
         assert!(seen.iter().all(|(lsn, _)| *lsn >= segs[segs.len() - 1]));
         assert_eq!(wal.next_lsn(), 21);
+        // Sealed, the open segment's records can go too: nothing to replay.
+        wal.append(&as_ref(&e)).unwrap();
+        wal.seal().unwrap();
+        wal.seal().unwrap();
+        assert!(wal.delete_segments_before(wal.next_lsn()).unwrap() >= 1);
+        drop(wal);
+        let (wal, _, seen) = open(dir.path(), 200);
+        assert!(seen.is_empty(), "{seen:?}");
+        assert_eq!(wal.next_lsn(), 22);
     }
 
     #[test]
