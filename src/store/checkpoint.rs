@@ -1,4 +1,4 @@
-//! The checkpoint file format — the only code that knows the codec.
+//! The checkpoint file format: header, checksum, atomic writes.
 //!
 //! A checkpoint is one stream's whole state (configuration, model with its
 //! random generator, ordering and statistics), so that a restarted server
@@ -12,14 +12,15 @@
 //! | 8..12  | format version (`u32`, currently [`FORMAT_VERSION`]) |
 //! | 12..20 | payload length in bytes (`u64`)                   |
 //! | 20..24 | CRC-32 (IEEE) of the payload (`u32`)              |
-//! | 24..   | payload: bincode 2 (serde API, standard config)   |
+//! | 24..   | payload: bincode 2 (serde API, standard config; [`codec`]) |
 //!
 //! Files are written atomically: temporary file in the same directory,
 //! `fsync`, rename over the old file, `fsync` of the directory — a crash
 //! leaves either the old or the new checkpoint, never half of one.
 //!
-//! bincode's development has stopped; keeping it behind this module means a
-//! codec change is a new [`FORMAT_VERSION`] here and nowhere else.
+//! bincode's development has stopped; keeping it behind this module and
+//! [`codec`] means a codec change is a new [`FORMAT_VERSION`] here and
+//! nowhere else.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -27,6 +28,8 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+use crate::store::codec;
 
 /// First eight bytes of every checkpoint file.
 pub const MAGIC: [u8; 8] = *b"HTMCKPT\0";
@@ -87,15 +90,10 @@ pub enum CheckpointError {
     Encode(String),
 }
 
-fn codec() -> bincode::config::Configuration {
-    bincode::config::standard()
-}
-
 /// Encode `state` as a complete checkpoint (header + payload).
 pub fn encode<T: Serialize>(state: &T) -> Result<Vec<u8>, CheckpointError> {
     let mut out = vec![0u8; HEADER_LEN];
-    bincode::serde::encode_into_std_write(state, &mut out, codec())
-        .map_err(|e| CheckpointError::Encode(e.to_string()))?;
+    codec::encode_into(state, &mut out).map_err(CheckpointError::Encode)?;
     let payload = &out[HEADER_LEN..];
     let len = payload.len() as u64;
     let crc = crc32fast::hash(payload);
@@ -147,16 +145,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CheckpointError> {
             actual: actual_crc,
         });
     }
-    let (state, used) = bincode::serde::decode_from_slice(payload, codec())
-        .map_err(|e| CheckpointError::Decode(e.to_string()))?;
-    if used != payload.len() {
-        return Err(CheckpointError::Decode(format!(
-            "{} of {} payload bytes used",
-            used,
-            payload.len()
-        )));
-    }
-    Ok(state)
+    codec::decode(payload).map_err(CheckpointError::Decode)
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {

@@ -1,7 +1,8 @@
 //! Streams and their persistence: validated ids ([`stream_id`]), the
 //! per-stream state and its ordering lock ([`stream`]), configuration
 //! ([`stream_config`]), the concurrent registry ([`registry`]), the
-//! checkpoint format ([`checkpoint`], the only code that knows the codec)
+//! checkpoint format ([`checkpoint`]) and the bincode codec it shares with
+//! the log ([`codec`], bounded decoding; the only code that knows bincode),
 //! the data directory ([`data_dir`]) and which models stay in memory
 //! ([`residency`]); the write-ahead log ([`wal`])
 //! and the start-up replay of it over the checkpoints ([`recovery`]).
@@ -9,6 +10,7 @@
 //! Nothing here is HTTP-specific; the server maps these types to its API.
 
 pub mod checkpoint;
+pub mod codec;
 pub mod data_dir;
 pub mod recovery;
 pub mod registry;

@@ -31,7 +31,8 @@
 //! gathers more records for `group` — so one fsync covers every record
 //! written before it (group commit).
 //!
-//! The codec is bincode, as for checkpoints; nothing else knows it.
+//! The codec is bincode through [`codec`], as for checkpoints, whose
+//! decoding is bounded by the payload's length.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -44,6 +45,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::store::codec;
 use crate::store::stream::Sample;
 use crate::store::stream_config::StreamConfig;
 use crate::store::stream_id::StreamId;
@@ -149,16 +151,11 @@ pub enum EntryRef<'a> {
     },
 }
 
-fn codec() -> bincode::config::Configuration {
-    bincode::config::standard()
-}
-
 /// Encode one complete record (header and payload) into `out`.
 pub fn encode_record(lsn: u64, entry: &EntryRef<'_>, out: &mut Vec<u8>) -> Result<(), WalError> {
     out.clear();
     out.resize(RECORD_HEADER_LEN, 0);
-    bincode::serde::encode_into_std_write(entry, out, codec())
-        .map_err(|e| WalError::Encode(e.to_string()))?;
+    codec::encode_into(entry, out).map_err(WalError::Encode)?;
     let len = out.len() - RECORD_HEADER_LEN;
     if len > MAX_PAYLOAD {
         return Err(WalError::Encode(format!(
@@ -238,15 +235,9 @@ pub fn parse_segment(bytes: &[u8], first_lsn: u64) -> Parsed {
             });
         }
         let payload = &rest[RECORD_HEADER_LEN..end];
-        match bincode::serde::decode_from_slice::<Entry, _>(payload, codec()) {
-            Ok((entry, used)) if used == payload.len() => records.push((lsn, entry)),
-            Ok((_, used)) => {
-                break Some(Torn::Decode(format!(
-                    "{used} of {} payload bytes used",
-                    payload.len()
-                )))
-            }
-            Err(e) => break Some(Torn::Decode(e.to_string())),
+        match codec::decode::<Entry>(payload) {
+            Ok(entry) => records.push((lsn, entry)),
+            Err(e) => break Some(Torn::Decode(e)),
         }
         at += end;
         expected += 1;
