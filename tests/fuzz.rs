@@ -32,6 +32,7 @@ use htm_stream::store::checkpoint::{self, CheckpointError, HEADER_LEN};
 use htm_stream::store::wal::{encode_record, parse_segment, Entry, EntryRef, RECORD_HEADER_LEN};
 use htm_stream::store::{Sample, StreamConfig, StreamId, StreamState, DEFAULT_THRESHOLD};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 /// Forwards to the system allocator, keeping the current thread's live and
 /// peak heap bytes (tests run on several threads; each measures its own).
@@ -228,6 +229,17 @@ fn decode_checkpoint(bytes: &[u8]) -> Result<Result<StreamState, CheckpointError
     Ok(result)
 }
 
+/// A decoded stream is a value the codec round-trips: its encoding decodes
+/// and encodes to the same bytes. (The input itself may be a non-canonical
+/// encoding of it: chrono's text timestamps also accept a space-padded
+/// hour.)
+fn prop_assert_canonical_checkpoint(state: &StreamState) -> Result<(), TestCaseError> {
+    let canonical = checkpoint::encode(state).unwrap();
+    let again: StreamState = checkpoint::decode(&canonical).unwrap();
+    prop_assert_eq!(checkpoint::encode(&again).unwrap(), canonical);
+    Ok(())
+}
+
 fn entries() -> Vec<Entry> {
     let config = StreamConfig::with_preset("default", DEFAULT_THRESHOLD);
     vec![
@@ -315,7 +327,11 @@ fn check_segment(bytes: &[u8]) -> Result<usize, TestCaseError> {
         encode_record(*lsn, &entry_ref(entry), &mut rec).unwrap();
         again.extend_from_slice(&rec);
     }
-    prop_assert_eq!(&again[..], &bytes[..parsed.valid_len]);
+    // The records read back are the records written again (their encoding
+    // may differ: chrono also reads a space-padded hour, `T 1:10:00`).
+    let reread = parse_segment(&again, FIRST_LSN);
+    prop_assert!(reread.torn.is_none());
+    prop_assert_eq!(&reread.records, &parsed.records);
     Ok(parsed.records.len())
 }
 
@@ -383,6 +399,13 @@ fn check_body(body: &[u8]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "proptest-regressions/fuzz.txt",
+        ))),
+        ..ProptestConfig::default()
+    })]
+
     #[test]
     fn arbitrary_bodies_parse_or_fail_cleanly(body in prop::collection::vec(any::<u8>(), 0..4096)) {
         check_body(&body)?;
@@ -430,8 +453,7 @@ proptest! {
             fix_checkpoint_header(&mut bytes);
         }
         if let Ok(state) = decode_checkpoint(&bytes)? {
-            // A decoded stream is one whose encoding is the input again.
-            prop_assert_eq!(&checkpoint::encode(&state).unwrap(), &bytes);
+            prop_assert_canonical_checkpoint(&state)?;
         }
     }
 
@@ -523,4 +545,39 @@ fn huge_length_prefix_in_a_checksummed_log_record_stops_the_segment() {
         "{:?}",
         parsed.torn
     );
+}
+
+/// Regression (found by the 100k-case run): one flipped bit turned a
+/// timestamp `2026-11-27T01:10:00` in a checksummed checkpoint into
+/// `2026-11-27T 1:10:00`, which chrono reads as the same time. The state
+/// decodes; its encoding is not the input's but round-trips.
+#[test]
+fn a_space_padded_hour_in_a_checkpoint_decodes_to_the_same_time() {
+    let mut bytes = valid_checkpoint().to_vec();
+    let at = bytes
+        .windows(19)
+        .position(|w| w == b"2026-11-27T01:10:00")
+        .unwrap();
+    bytes[at + 11] = b' ';
+    fix_checkpoint_header(&mut bytes);
+    let state: StreamState = checkpoint::decode(&bytes).unwrap();
+    let canonical = checkpoint::encode(&state).unwrap();
+    assert_ne!(canonical, bytes);
+    assert_eq!(canonical, valid_checkpoint());
+}
+
+/// Regression (found by the 100k-case run): the hour's leading zero of a
+/// log record's sample timestamp flipped to a space (`2026-11-27T 0:00:00`),
+/// with a valid checksum; the record is read as the same sample.
+#[test]
+fn a_space_padded_hour_in_a_log_record_reads_the_same_sample() {
+    let mut payloads = valid_payloads();
+    let at = payloads[1]
+        .windows(11)
+        .position(|w| w == b"2026-11-27T")
+        .unwrap();
+    payloads[1][at + 11] = b' ';
+    let parsed = parse_segment(&frame(&payloads), FIRST_LSN);
+    assert!(parsed.torn.is_none(), "{:?}", parsed.torn);
+    assert_eq!(parsed.records[1].1, entries()[1]);
 }
