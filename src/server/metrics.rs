@@ -17,7 +17,8 @@ use prometheus::{
     IntGauge, Opts, Registry, TextEncoder,
 };
 
-use crate::store::StreamId;
+use crate::store::wal::WalOp;
+use crate::store::{StorageFault, StreamId};
 
 /// Every metric of one server, registered in its own [`Registry`].
 #[derive(Clone)]
@@ -45,6 +46,7 @@ pub struct Metrics {
     wal_fsync_duration: Histogram,
     wal_replayed: IntCounter,
     wal_torn: IntCounter,
+    storage_errors: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -185,6 +187,13 @@ impl Metrics {
                 "htm_wal_torn_records_total",
                 "Torn or corrupt write-ahead-log records dropped at start."
             )?),
+            storage_errors: reg!(IntCounterVec::new(
+                Opts::new(
+                    "htm_storage_errors_total",
+                    "Failed writes to the data dir, by operation (wal_append, wal_fsync, wal_segment, checkpoint) and kind (no_space, read_only, io)."
+                ),
+                &["op", "kind"]
+            )?),
             per_stream,
             registry,
         })
@@ -287,6 +296,13 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// Count one failed write to the data dir.
+    pub fn storage_error(&self, op: &str, fault: StorageFault) {
+        self.storage_errors
+            .with_label_values(&[op, fault.label()])
+            .inc();
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
@@ -305,6 +321,10 @@ impl crate::store::wal::WalObserver for Metrics {
 
     fn synced(&self, took: Duration) {
         self.wal_fsync_duration.observe(took.as_secs_f64());
+    }
+
+    fn failed(&self, op: WalOp, fault: StorageFault) {
+        self.storage_error(op.label(), fault);
     }
 }
 
@@ -337,12 +357,14 @@ mod tests {
         crate::store::wal::WalObserver::appended(&m, 40);
         crate::store::wal::WalObserver::synced(&m, Duration::from_micros(900));
         m.wal_recovered(7, 1);
+        crate::store::wal::WalObserver::failed(&m, WalOp::Fsync, StorageFault::NoSpace);
         let text = m.render();
         assert!(text.contains("htm_wal_appends_total 1"));
         assert!(text.contains("htm_wal_appended_bytes_total 40"));
         assert!(text.contains("htm_wal_fsync_duration_seconds_count 1"));
         assert!(text.contains("htm_wal_replayed_records_total 7"));
         assert!(text.contains("htm_wal_torn_records_total 1"));
+        assert!(text.contains("htm_storage_errors_total{kind=\"no_space\",op=\"wal_fsync\"} 1"));
         assert!(text.contains("htm_samples_total 1"));
         assert!(text.contains("htm_anomalies_total 1"));
         assert!(text.contains("htm_feed_dropped_messages_total 3"));

@@ -3,7 +3,8 @@
 //! ([`stream_config`]), the concurrent registry ([`registry`]), the
 //! checkpoint format ([`checkpoint`], the only code that knows the codec)
 //! and the data directory ([`data_dir`]); the write-ahead log ([`wal`])
-//! and the start-up replay of it over the checkpoints ([`recovery`]).
+//! and the start-up replay of it over the checkpoints ([`recovery`]);
+//! the classification of storage errors ([`storage_fault`]).
 //!
 //! Nothing here is HTTP-specific; the server maps these types to its API.
 
@@ -11,6 +12,7 @@ pub mod checkpoint;
 pub mod data_dir;
 pub mod recovery;
 pub mod registry;
+pub mod storage_fault;
 pub mod stream;
 pub mod stream_config;
 pub mod stream_id;
@@ -19,6 +21,7 @@ pub mod wal;
 pub use checkpoint::CheckpointError;
 pub use data_dir::{DataDir, LoadFailure, LoadReport, Saved};
 pub use registry::{Registry, TooManyStreams};
+pub use storage_fault::StorageFault;
 pub use stream::{Applied, Broken, Rejected, Sample, Slot, Stream, StreamState, StreamStats};
 pub use stream_config::{ConfigError, StreamConfig, ValueRange, DEFAULT_THRESHOLD};
 pub use stream_id::{InvalidStreamId, StreamId};

@@ -207,6 +207,9 @@ pub struct Stream {
     saved_version: AtomicU64,
     /// The write-ahead-log LSN covered by the checkpoint on disk (0: none).
     checkpoint_lsn: AtomicU64,
+    /// LSN of a change logged but not yet applied (waiting to be durable;
+    /// 0: none): the log from there on must be kept.
+    unapplied_lsn: AtomicU64,
 }
 
 /// Lock a mutex, recovering from poisoning: a panic inside a model step is
@@ -232,6 +235,7 @@ impl Stream {
             version: AtomicU64::new(1),
             saved_version: AtomicU64::new(if saved { 1 } else { 0 }),
             checkpoint_lsn: AtomicU64::new(checkpoint_lsn),
+            unapplied_lsn: AtomicU64::new(0),
         }
     }
 
@@ -284,6 +288,16 @@ impl Stream {
     /// The write-ahead-log LSN the checkpoint on disk covers (0: none).
     pub fn checkpoint_lsn(&self) -> u64 {
         self.checkpoint_lsn.load(Ordering::Acquire)
+    }
+
+    /// Note a change logged as `lsn` and not yet applied (0: none left).
+    pub fn set_unapplied_lsn(&self, lsn: u64) {
+        self.unapplied_lsn.store(lsn, Ordering::Release);
+    }
+
+    /// The LSN of a change logged and not yet applied (0: none).
+    pub fn unapplied_lsn(&self) -> u64 {
+        self.unapplied_lsn.load(Ordering::Acquire)
     }
 
     /// Whether the state changed since it was last written.
