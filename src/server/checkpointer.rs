@@ -21,7 +21,7 @@ use crate::server::{AppState, ServerError};
 use crate::store::data_dir::broken_stream;
 use crate::store::recovery;
 use crate::store::wal::WalOptions;
-use crate::store::{Evicted, Saved, Slot, Stream};
+use crate::store::{CheckpointError, Evicted, Saved, Slot, StorageFault, Stream};
 
 /// What one round of checkpointing did.
 #[derive(Debug, Default, Serialize)]
@@ -32,6 +32,9 @@ pub struct Summary {
     pub bytes: usize,
     /// Streams whose checkpoint could not be written, with the error.
     pub failed: Vec<(String, String)>,
+    /// The storage fault of the first failure that was one.
+    #[serde(skip)]
+    pub fault: Option<StorageFault>,
 }
 
 /// Write the checkpoint of every stream that changed since its last one.
@@ -52,6 +55,11 @@ pub fn save_changed(state: &AppState) -> Summary {
             Ok(Saved::Nothing) => {}
             Err(e) => {
                 state.metrics.checkpoint_failed();
+                if let CheckpointError::Io { source, .. } = &e {
+                    let fault = StorageFault::of(source);
+                    state.metrics.storage_error("checkpoint", fault);
+                    summary.fault = summary.fault.or(Some(fault));
+                }
                 tracing::error!(stream = %stream.id(), error = %e, "checkpoint write failed");
                 summary
                     .failed
@@ -72,8 +80,9 @@ pub fn save_changed(state: &AppState) -> Summary {
 }
 
 /// The oldest log record some stream still needs: one past its
-/// checkpoint's LSN, for every stream whose state is ahead of its
-/// checkpoint. Blocking (locks each stream briefly).
+/// checkpoint's LSN, for every stream whose state (or a logged change
+/// waiting to be applied) is ahead of its checkpoint. Blocking (locks each
+/// stream briefly).
 pub fn oldest_needed_lsn(state: &AppState) -> Option<u64> {
     let wal = state.wal.get()?;
     // Read first: a record appended after this has an LSN at least this
@@ -82,7 +91,7 @@ pub fn oldest_needed_lsn(state: &AppState) -> Option<u64> {
     for stream in state.registry.snapshot() {
         let checkpoint = stream.checkpoint_lsn();
         if let Slot::Ready(st) = &*stream.lock() {
-            if st.wal_lsn > checkpoint {
+            if st.wal_lsn > checkpoint || stream.unapplied_lsn() > checkpoint {
                 needed = needed.min(checkpoint + 1);
             }
         }
@@ -220,17 +229,24 @@ pub async fn post(State(state): State<Arc<AppState>>) -> Result<Json<Summary>, A
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     if summary.failed.is_empty() {
-        Ok(Json(summary))
-    } else {
-        Err(ApiError::Internal(format!(
-            "{} checkpoint(s) could not be written: {}",
-            summary.failed.len(),
-            summary
-                .failed
-                .iter()
-                .map(|(id, e)| format!("{id}: {e}"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        )))
+        return Ok(Json(summary));
     }
+    let message = format!(
+        "{} checkpoint(s) could not be written (the previous ones are intact): {}",
+        summary.failed.len(),
+        summary
+            .failed
+            .iter()
+            .map(|(id, e)| format!("{id}: {e}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    Err(match summary.fault {
+        Some(StorageFault::NoSpace) => ApiError::InsufficientStorage(message),
+        Some(StorageFault::ReadOnly) => ApiError::Unavailable {
+            code: "storage_unavailable",
+            message,
+        },
+        Some(StorageFault::Io) | None => ApiError::Internal(message),
+    })
 }

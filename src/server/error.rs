@@ -10,7 +10,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::store::{Broken, ConfigError, InvalidStreamId, Rejected, StreamId, TooManyStreams};
+use crate::store::{
+    Broken, ConfigError, InvalidStreamId, Rejected, StorageFault, StreamId, TooManyStreams,
+};
 
 /// An error answer of the API.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -65,6 +67,9 @@ pub enum ApiError {
     /// 500: a bug or an I/O failure.
     #[error("{0}")]
     Internal(String),
+    /// 507: the data dir is full; the change was not made.
+    #[error("{0}")]
+    InsufficientStorage(String),
 }
 
 impl ApiError {
@@ -126,6 +131,7 @@ impl ApiError {
             ApiError::StreamBusy(_) | ApiError::TooManyStreams(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
         }
     }
 
@@ -143,6 +149,7 @@ impl ApiError {
             ApiError::StreamBusy(_) => "stream_busy",
             ApiError::TooManyStreams(_) => "too_many_streams",
             ApiError::Internal(_) => "internal",
+            ApiError::InsufficientStorage(_) => "insufficient_storage",
         }
     }
 
@@ -164,7 +171,9 @@ impl IntoResponse for ApiError {
                 resp.headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::StreamBusy(_) | ApiError::Unavailable { .. } => {
+            ApiError::StreamBusy(_)
+            | ApiError::Unavailable { .. }
+            | ApiError::InsufficientStorage(_) => {
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
@@ -201,10 +210,21 @@ impl From<TooManyStreams> for ApiError {
 }
 
 impl From<crate::store::WalError> for ApiError {
+    /// A full disk is 507 `insufficient_storage`; a read-only data dir is
+    /// 503 `storage_unavailable`; any other log failure is 503
+    /// `wal_unavailable`. In every case the change was not made.
     fn from(e: crate::store::WalError) -> Self {
-        ApiError::Unavailable {
-            code: "wal_unavailable",
-            message: format!("the change could not be logged durably: {e}"),
+        let message = format!("the change could not be logged durably and was not made: {e}");
+        match e.fault() {
+            Some(StorageFault::NoSpace) => ApiError::InsufficientStorage(message),
+            Some(StorageFault::ReadOnly) => ApiError::Unavailable {
+                code: "storage_unavailable",
+                message,
+            },
+            Some(StorageFault::Io) | None => ApiError::Unavailable {
+                code: "wal_unavailable",
+                message,
+            },
         }
     }
 }
@@ -272,6 +292,11 @@ mod tests {
                 "too_many_streams",
             ),
             (ApiError::overloaded(), 503, "overloaded"),
+            (
+                ApiError::InsufficientStorage("x".into()),
+                507,
+                "insufficient_storage",
+            ),
         ];
         for (e, status, code) in cases {
             assert_eq!(e.status().as_u16(), status);

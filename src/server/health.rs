@@ -19,7 +19,9 @@ pub async fn healthz() -> Json<serde_json::Value> {
 }
 
 /// `GET /readyz`: 200 once checkpoints are loaded, 503 before and during
-/// shutdown.
+/// shutdown. A data dir that is full or read-only keeps it at 200 (reads
+/// are served; writes answer 507/503 and recover by themselves) but shows
+/// `"storage": "degraded"` with the last error.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     if state.shutdown.is_cancelled() {
         return Err(ApiError::Unavailable {
@@ -28,9 +30,15 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Response, ApiE
         });
     }
     state.ensure_ready()?;
+    let storage_error = state.wal().ok().and_then(|w| w.storage_error());
     Ok((
         StatusCode::OK,
-        Json(json!({ "status": "ready", "streams": state.registry.len() })),
+        Json(json!({
+            "status": "ready",
+            "streams": state.registry.len(),
+            "storage": if storage_error.is_some() { "degraded" } else { "ok" },
+            "storage_error": storage_error,
+        })),
     )
         .into_response())
 }

@@ -4,9 +4,10 @@
 //! A request is validated completely before the model sees it; a batch is
 //! applied in order under one turn of the stream, so it is never interleaved
 //! with another request's samples, and a rejected batch changes nothing.
-//! An accepted batch is appended to the write-ahead log before the model
-//! steps on it, and answered only once the record is as durable as
-//! `--durability` requires.
+//! An accepted batch is appended to the write-ahead log and the model steps
+//! on it only once the record is as durable as `--durability` requires: a
+//! record that fails (disk full, fsync error) leaves the model exactly as
+//! it was, so the model only ever holds acknowledged samples.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,7 +19,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::server::error::{body_rejection, ApiError};
-use crate::server::ordered::{on_stream, ready, Find};
+use crate::server::ordered::{on_stream_logged, ready, Find};
 use crate::server::sample::{self, join_results, result_json, Shape};
 use crate::server::AppState;
 use crate::store::wal::EntryRef;
@@ -45,37 +46,48 @@ pub async fn ingest(
     } else {
         Find::OrCreate(&make)
     };
+    let samples = Arc::new(samples);
+    let logged = Arc::clone(&samples);
     let worker_state = Arc::clone(state);
-    let result = on_stream(state, id, find, move |stream, slot| {
-        let st = ready(stream.id(), slot)?;
-        st.check(&samples)?;
-        // Logged before the model sees it; the first record of a new
-        // stream carries its configuration, so replay can create it.
-        let lsn = worker_state.wal()?.append(&EntryRef::Samples {
-            stream: stream.id(),
-            config: (st.wal_lsn == 0).then_some(&st.config),
-            samples: &samples,
-        })?;
-        st.wal_lsn = lsn;
-        let mut applied = Vec::with_capacity(samples.len());
-        let mut parts = Vec::with_capacity(samples.len());
-        for s in &samples {
-            let start = Instant::now();
-            st.apply(std::slice::from_ref(s), &mut applied)?;
-            let took = start.elapsed();
-            let a = applied.last().expect("one result per sample");
-            worker_state.metrics.sample(stream.id(), a.is_anomaly, took);
-            parts.push(result_json(stream.id(), a));
-        }
-        stream.mark_changed();
-        worker_state.feed.publish(stream.id(), &applied, &parts);
-        Ok((join_results(&parts, shape), lsn))
-    })
-    .await;
-    let result = match result {
-        Ok(((body, lsn), _)) => state.acknowledge(lsn).await.map(|()| body),
-        Err(e) => Err(e),
-    };
+    let result = on_stream_logged(
+        state,
+        id,
+        find,
+        move |stream, slot| {
+            let st = ready(stream.id(), slot)?;
+            st.check(&logged)?;
+            // The first record of a new stream carries its configuration,
+            // so replay can create it.
+            let lsn = worker_state.wal()?.append(&EntryRef::Samples {
+                stream: stream.id(),
+                config: (st.wal_lsn == 0).then_some(&st.config),
+                samples: &logged,
+            })?;
+            Ok((lsn, lsn))
+        },
+        {
+            let state = Arc::clone(state);
+            move |stream, slot, lsn| {
+                let st = ready(stream.id(), slot)?;
+                let mut applied = Vec::with_capacity(samples.len());
+                let mut parts = Vec::with_capacity(samples.len());
+                for s in samples.iter() {
+                    let start = Instant::now();
+                    st.apply(std::slice::from_ref(s), &mut applied)?;
+                    let took = start.elapsed();
+                    let a = applied.last().expect("one result per sample");
+                    state.metrics.sample(stream.id(), a.is_anomaly, took);
+                    parts.push(result_json(stream.id(), a));
+                }
+                st.wal_lsn = lsn;
+                stream.mark_changed();
+                state.feed.publish(stream.id(), &applied, &parts);
+                Ok(join_results(&parts, shape))
+            }
+        },
+    )
+    .await
+    .map(|(body, _)| body);
     match result {
         Ok(body) => Ok(body),
         Err(e) => {

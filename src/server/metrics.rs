@@ -17,7 +17,8 @@ use prometheus::{
     IntGauge, Opts, Registry, TextEncoder,
 };
 
-use crate::store::StreamId;
+use crate::store::wal::WalOp;
+use crate::store::{StorageFault, StreamId};
 
 /// Every metric of one server, registered in its own [`Registry`].
 #[derive(Clone)]
@@ -50,6 +51,7 @@ pub struct Metrics {
     evictions: IntCounter,
     reloads: IntCounter,
     reload_duration: Histogram,
+    storage_errors: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -213,6 +215,13 @@ impl Metrics {
                 )
                 .buckets(buckets_fast())
             )?),
+            storage_errors: reg!(IntCounterVec::new(
+                Opts::new(
+                    "htm_storage_errors_total",
+                    "Failed writes to the data dir, by operation (wal_append, wal_fsync, wal_segment, checkpoint) and kind (no_space, read_only, io)."
+                ),
+                &["op", "kind"]
+            )?),
             per_stream,
             registry,
         })
@@ -315,6 +324,13 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// Count one failed write to the data dir.
+    pub fn storage_error(&self, op: &str, fault: StorageFault) {
+        self.storage_errors
+            .with_label_values(&[op, fault.label()])
+            .inc();
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
@@ -333,6 +349,10 @@ impl crate::store::wal::WalObserver for Metrics {
 
     fn synced(&self, took: Duration) {
         self.wal_fsync_duration.observe(took.as_secs_f64());
+    }
+
+    fn failed(&self, op: WalOp, fault: StorageFault) {
+        self.storage_error(op.label(), fault);
     }
 }
 
@@ -403,6 +423,7 @@ mod tests {
         crate::store::ResidencyObserver::evicted(&m);
         crate::store::ResidencyObserver::reloaded(&m, Duration::from_millis(3));
         m.set_residency(2, 4096);
+        crate::store::wal::WalObserver::failed(&m, WalOp::Fsync, StorageFault::NoSpace);
         let text = m.render();
         assert!(text.contains("htm_stream_evictions_total 1"));
         assert!(text.contains("htm_stream_reloads_total 1"));
@@ -414,6 +435,7 @@ mod tests {
         assert!(text.contains("htm_wal_fsync_duration_seconds_count 1"));
         assert!(text.contains("htm_wal_replayed_records_total 7"));
         assert!(text.contains("htm_wal_torn_records_total 1"));
+        assert!(text.contains("htm_storage_errors_total{kind=\"no_space\",op=\"wal_fsync\"} 1"));
         assert!(text.contains("htm_samples_total 1"));
         assert!(text.contains("htm_anomalies_total 1"));
         assert!(text.contains("htm_feed_dropped_messages_total 3"));

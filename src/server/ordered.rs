@@ -14,11 +14,15 @@
 //!    same blocking thread before the answer goes out (so a burst of
 //!    reloads is slowed down rather than let past the memory budget).
 //!
+//! [`on_stream_logged`] splits step 3 for changes the write-ahead log must
+//! hold first: log, wait until durable (still holding the turn), apply.
+//!
 //! A stream deleted between lookup and lock is looked up again.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use crate::server::config::Durability;
 use crate::server::error::ApiError;
 use crate::server::AppState;
 use crate::store::{Slot, Stream, StreamId, StreamState};
@@ -38,6 +42,125 @@ pub enum Find<'a> {
     Existing,
     /// Create it with this state if absent.
     OrCreate(&'a (dyn Fn() -> Result<StreamState, ApiError> + Sync)),
+}
+
+/// Gives a stream's turn back when dropped. Owned (not a borrowed permit),
+/// so a continuation task can hold the turn after the request that took
+/// it is gone.
+struct Turn(Arc<Stream>);
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.0.turn().add_permits(1);
+    }
+}
+
+/// A stream found (or created) whose turn this request holds.
+struct Admitted {
+    stream: Arc<Stream>,
+    created: bool,
+    pending: Pending,
+    turn: Turn,
+}
+
+/// Steps 1 and 2 of the module doc, for one lookup.
+async fn admit(
+    state: &Arc<AppState>,
+    id: &StreamId,
+    find: &Find<'_>,
+) -> Result<Admitted, ApiError> {
+    let (stream, created) = match (state.registry.get(id), find) {
+        (Some(s), _) => (s, false),
+        (None, Find::Existing) => return Err(ApiError::stream_not_found(id)),
+        (None, Find::OrCreate(make)) => {
+            let fresh = make()?;
+            state.registry.get_or_create(id, || {
+                Stream::new(id.clone(), Slot::Ready(Box::new(fresh)), false)
+            })?
+        }
+    };
+    let queued = stream.pending().fetch_add(1, Ordering::AcqRel);
+    let pending = Pending(Arc::clone(&stream));
+    if queued >= state.args.max_stream_queue {
+        return Err(ApiError::StreamBusy(format!(
+            "stream {:?} already has {queued} requests queued; retry shortly",
+            id.as_str()
+        )));
+    }
+    stream
+        .turn()
+        .acquire()
+        .await
+        .map_err(|_| ApiError::Internal("stream closed".into()))?
+        .forget();
+    let turn = Turn(Arc::clone(&stream));
+    Ok(Admitted {
+        stream,
+        created,
+        pending,
+        turn,
+    })
+}
+
+/// Step 3: run `f` on the blocking pool under the stream's mutex. `None`
+/// if the stream was deleted meanwhile.
+async fn run_locked<R, F>(
+    state: &Arc<AppState>,
+    stream: &Arc<Stream>,
+    f: F,
+) -> Result<Option<R>, ApiError>
+where
+    R: Send + 'static,
+    F: FnOnce(&Stream, &mut Slot) -> Result<R, ApiError> + Send + 'static,
+{
+    let worker = Arc::clone(&state.workers)
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::Internal("server closing".into()))?;
+    let stream = Arc::clone(stream);
+    let id = stream.id().clone();
+    let worker_state = Arc::clone(state);
+    let work = state.tasks.spawn_blocking(move || {
+        let _worker = worker;
+        let residency = worker_state.registry.residency();
+        let result = {
+            let mut slot = stream.lock();
+            if matches!(*slot, Slot::Deleted) {
+                return None;
+            }
+            residency.reload(&worker_state.data_dir, &stream, &mut slot);
+            let result = f(&stream, &mut slot);
+            residency.touch(&stream, &slot);
+            result
+        };
+        // This request still holds the stream's turn, so the stream itself
+        // is not evicted.
+        if residency.over_limit() {
+            residency.evict_idle(&worker_state.registry, &worker_state.data_dir);
+        }
+        Some(result)
+    });
+    match work.await {
+        Ok(Some(result)) => result.map(Some),
+        Ok(None) => Ok(None),
+        Err(e) => {
+            tracing::error!(stream = %id, error = %e, "stream operation panicked");
+            Err(ApiError::Internal(format!(
+                "the operation on stream {:?} failed: {e}",
+                id.as_str()
+            )))
+        }
+    }
+}
+
+fn churn(id: &StreamId) -> ApiError {
+    ApiError::Unavailable {
+        code: "stream_churn",
+        message: format!(
+            "stream {:?} was deleted repeatedly while this request waited",
+            id.as_str()
+        ),
+    }
 }
 
 /// Run `f` on stream `id` as described in the module doc. `f` sees the slot
@@ -60,75 +183,97 @@ where
     // A stream deleted while we waited is looked up again; three tries are
     // plenty unless a client deletes in a tight loop.
     for _ in 0..3 {
-        let (stream, created) = match (state.registry.get(id), &find) {
-            (Some(s), _) => (s, false),
-            (None, Find::Existing) => return Err(ApiError::stream_not_found(id)),
-            (None, Find::OrCreate(make)) => {
-                let fresh = make()?;
-                state.registry.get_or_create(id, || {
-                    Stream::new(id.clone(), Slot::Ready(Box::new(fresh)), false)
-                })?
-            }
-        };
-        let queued = stream.pending().fetch_add(1, Ordering::AcqRel);
-        let pending = Pending(Arc::clone(&stream));
-        if queued >= state.args.max_stream_queue {
-            return Err(ApiError::StreamBusy(format!(
-                "stream {:?} already has {queued} requests queued; retry shortly",
-                id.as_str()
-            )));
-        }
-        let _turn = stream
-            .turn()
-            .acquire()
-            .await
-            .map_err(|_| ApiError::Internal("stream closed".into()))?;
-        let worker = Arc::clone(&state.workers)
-            .acquire_owned()
-            .await
-            .map_err(|_| ApiError::Internal("server closing".into()))?;
+        let admitted = admit(state, id, &find).await?;
         let f = Arc::clone(&f);
-        let stream = Arc::clone(&stream);
-        let worker_state = Arc::clone(state);
-        let work = state.tasks.spawn_blocking(move || {
-            let _worker = worker;
-            let residency = worker_state.registry.residency();
-            let result = {
-                let _pending = pending;
-                let mut slot = stream.lock();
-                if matches!(*slot, Slot::Deleted) {
-                    return None;
-                }
-                residency.reload(&worker_state.data_dir, &stream, &mut slot);
-                let result = f(&stream, &mut slot);
-                residency.touch(&stream, &slot);
-                result
-            };
-            // This stream's turn is still held, so it is not evicted itself.
-            if residency.over_limit() {
-                residency.evict_idle(&worker_state.registry, &worker_state.data_dir);
-            }
-            Some(result)
-        });
-        match work.await {
-            Ok(Some(result)) => return result.map(|r| (r, created)),
-            Ok(None) => continue,
-            Err(e) => {
-                tracing::error!(stream = %id, error = %e, "stream operation panicked");
-                return Err(ApiError::Internal(format!(
-                    "the operation on stream {:?} failed: {e}",
-                    id.as_str()
-                )));
-            }
+        let done = run_locked(state, &admitted.stream, move |s, slot| f(s, slot)).await?;
+        if let Some(r) = done {
+            return Ok((r, admitted.created));
         }
     }
-    Err(ApiError::Unavailable {
-        code: "stream_churn",
-        message: format!(
-            "stream {:?} was deleted repeatedly while this request waited",
-            id.as_str()
-        ),
-    })
+    Err(churn(id))
+}
+
+/// What the logging half of [`on_stream_logged`] did.
+enum Logged<T, R> {
+    /// Logged as record `lsn`; apply `T` once it is durable.
+    Pending(u64, T),
+    /// Logged and applied at once (`--durability none`).
+    Applied(R),
+}
+
+/// Like [`on_stream`] for a change that the write-ahead log must hold
+/// before the state changes: `log` appends the record (and returns what
+/// `apply` needs); once the record is as durable as `--durability`
+/// requires, `apply` changes the state, still in this request's turn. A
+/// record that fails to become durable is never applied, so the state
+/// only ever reflects acknowledged changes. Once logged, the rest runs in
+/// a tracked task, so a client that goes away cannot leave a logged
+/// change unapplied.
+pub async fn on_stream_logged<T, R, L, A>(
+    state: &Arc<AppState>,
+    id: &StreamId,
+    find: Find<'_>,
+    log: L,
+    apply: A,
+) -> Result<(R, bool), ApiError>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    L: Fn(&Stream, &mut Slot) -> Result<(u64, T), ApiError> + Send + Sync + 'static,
+    A: Fn(&Stream, &mut Slot, T) -> Result<R, ApiError> + Send + Sync + 'static,
+{
+    state.ensure_ready()?;
+    let _slot = Arc::clone(&state.inflight)
+        .try_acquire_owned()
+        .map_err(|_| ApiError::overloaded())?;
+    let log = Arc::new(log);
+    let apply = Arc::new(apply);
+    let immediate = state.args.durability == Durability::None;
+    for _ in 0..3 {
+        let admitted = admit(state, id, &find).await?;
+        let (log, first_apply) = (Arc::clone(&log), Arc::clone(&apply));
+        let logged = run_locked(state, &admitted.stream, move |s, slot| {
+            let (lsn, t) = log(s, slot)?;
+            s.set_unapplied_lsn(lsn);
+            if immediate {
+                s.set_unapplied_lsn(0);
+                Ok(Logged::Applied(first_apply(s, slot, t)?))
+            } else {
+                Ok(Logged::Pending(lsn, t))
+            }
+        })
+        .await?;
+        let (lsn, t) = match logged {
+            None => continue,
+            Some(Logged::Applied(r)) => return Ok((r, admitted.created)),
+            Some(Logged::Pending(lsn, t)) => (lsn, t),
+        };
+        let worker = Arc::clone(state);
+        let apply = Arc::clone(&apply);
+        let stream_id = id.clone();
+        let Admitted {
+            stream,
+            created,
+            pending,
+            turn,
+        } = admitted;
+        let rest = state.tasks.spawn(async move {
+            let (_turn, _pending) = (turn, pending);
+            let result = match worker.acknowledge(lsn).await {
+                Ok(()) => run_locked(&worker, &stream, move |s, slot| apply(s, slot, t))
+                    .await
+                    .and_then(|r| r.ok_or_else(|| ApiError::stream_not_found(&stream_id))),
+                Err(e) => Err(e),
+            };
+            stream.set_unapplied_lsn(0);
+            result
+        });
+        let r = rest
+            .await
+            .map_err(|e| ApiError::Internal(format!("logged change not applied: {e}")))??;
+        return Ok((r, created));
+    }
+    Err(churn(id))
 }
 
 /// The ready state of a slot, or the error it answers with.

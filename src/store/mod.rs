@@ -4,8 +4,9 @@
 //! checkpoint format ([`checkpoint`]) and the bincode codec it shares with
 //! the log ([`codec`], bounded decoding; the only code that knows bincode),
 //! the data directory ([`data_dir`]) and which models stay in memory
-//! ([`residency`]); the write-ahead log ([`wal`])
-//! and the start-up replay of it over the checkpoints ([`recovery`]).
+//! ([`residency`]); the write-ahead log ([`wal`]), the start-up replay of
+//! it over the checkpoints ([`recovery`]) and the classification of
+//! storage errors ([`storage_fault`]).
 //!
 //! Nothing here is HTTP-specific; the server maps these types to its API.
 
@@ -15,6 +16,7 @@ pub mod data_dir;
 pub mod recovery;
 pub mod registry;
 pub mod residency;
+pub mod storage_fault;
 pub mod stream;
 pub mod stream_config;
 pub mod stream_id;
@@ -28,6 +30,7 @@ pub use stream::{
     Applied, Broken, Evicted, EvictedSummary, Rejected, Sample, Slot, Stream, StreamState,
     StreamStats,
 };
+pub use storage_fault::StorageFault;
 pub use stream_config::{ConfigError, StreamConfig, ValueRange, DEFAULT_THRESHOLD};
 pub use stream_id::{InvalidStreamId, StreamId};
 pub use wal::{Wal, WalError};

@@ -251,6 +251,9 @@ pub struct Stream {
     /// Model bytes this stream adds to the resident total, or
     /// [`NOT_RESIDENT`]; kept here so the total is adjusted by differences.
     charged: AtomicU64,
+    /// LSN of a change logged but not yet applied (waiting to be durable;
+    /// 0: none): the log from there on must be kept.
+    unapplied_lsn: AtomicU64,
 }
 
 /// `Stream::charged` of a stream whose model is not in memory.
@@ -281,6 +284,7 @@ impl Stream {
             checkpoint_lsn: AtomicU64::new(checkpoint_lsn),
             last_used: AtomicU64::new(0),
             charged: AtomicU64::new(NOT_RESIDENT),
+            unapplied_lsn: AtomicU64::new(0),
         }
     }
 
@@ -351,6 +355,16 @@ impl Stream {
     /// The write-ahead-log LSN the checkpoint on disk covers (0: none).
     pub fn checkpoint_lsn(&self) -> u64 {
         self.checkpoint_lsn.load(Ordering::Acquire)
+    }
+
+    /// Note a change logged as `lsn` and not yet applied (0: none left).
+    pub fn set_unapplied_lsn(&self, lsn: u64) {
+        self.unapplied_lsn.store(lsn, Ordering::Release);
+    }
+
+    /// The LSN of a change logged and not yet applied (0: none).
+    pub fn unapplied_lsn(&self) -> u64 {
+        self.unapplied_lsn.load(Ordering::Acquire)
     }
 
     /// Whether the state changed since it was last written.

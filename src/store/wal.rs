@@ -31,6 +31,19 @@
 //! gathers more records for `group` — so one fsync covers every record
 //! written before it (group commit).
 //!
+//! Storage failures (disk full, read-only, I/O error) fail the append or
+//! the wait with the [`StorageFault`] kind, change nothing already on disk,
+//! and the log recovers by itself once the disk does:
+//! - a failed `write(2)` is cut off (`ftruncate` to where the record
+//!   began), so the segment still ends after a whole record;
+//! - after a failed fsync (or a cut that failed) the segment's unsynced
+//!   tail is in an unknown state, so every record after the last
+//!   successful fsync is *lost*: its waiters get an error and it is never
+//!   acknowledged. The next append first truncates the segment to its
+//!   last synced length (fsynced), then starts a new segment; LSNs are
+//!   never reused, so a lost record cannot be mistaken for a later one
+//!   (the gap is noted when the log is next opened).
+//!
 //! The codec is bincode through [`codec`], as for checkpoints, whose
 //! decoding is bounded by the payload's length.
 
@@ -46,6 +59,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::store::codec;
+use crate::store::storage_fault::StorageFault;
 use crate::store::stream::Sample;
 use crate::store::stream_config::StreamConfig;
 use crate::store::stream_id::StreamId;
@@ -62,27 +76,48 @@ pub const QUARANTINED_SUFFIX: &str = ".quarantined";
 /// Why the log could not be read or written.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum WalError {
-    /// A file operation failed.
+    /// A file operation failed; the record was not appended.
     #[error("write-ahead log I/O error on {path}: {message}")]
     Io {
         /// The file or directory involved.
         path: PathBuf,
         /// The underlying error.
         message: String,
+        /// What kind of failure it is.
+        fault: StorageFault,
     },
     /// A record could not be encoded.
     #[error("write-ahead log record does not encode: {0}")]
     Encode(String),
-    /// An earlier write or fsync failed; the log takes no more records
-    /// until the server restarts (what reached the disk is unknown).
-    #[error("write-ahead log unavailable after an earlier failure: {0}")]
-    Failed(String),
+    /// The record was written but could not be made durable (an fsync
+    /// failed); it is dropped and never acknowledged.
+    #[error("write-ahead log record lost: {message}")]
+    Lost {
+        /// Why.
+        message: String,
+        /// What kind of failure it is.
+        fault: StorageFault,
+    },
+    /// The log is closed (the server is stopping).
+    #[error("write-ahead log closed")]
+    Closed,
+}
+
+impl WalError {
+    /// The storage failure behind this error, if it is one.
+    pub fn fault(&self) -> Option<StorageFault> {
+        match self {
+            WalError::Io { fault, .. } | WalError::Lost { fault, .. } => Some(*fault),
+            WalError::Encode(_) | WalError::Closed => None,
+        }
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
     move |e| WalError::Io {
         path: path.to_path_buf(),
         message: e.to_string(),
+        fault: StorageFault::of(&e),
     }
 }
 
@@ -249,12 +284,36 @@ pub fn parse_segment(bytes: &[u8], first_lsn: u64) -> Parsed {
     }
 }
 
-/// Told about appends and fsyncs (the server's metrics).
+/// Which log operation a storage failure hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalOp {
+    /// Writing a record.
+    Append,
+    /// Fsyncing a segment.
+    Fsync,
+    /// Creating or truncating a segment (rollover, recovery).
+    Segment,
+}
+
+impl WalOp {
+    /// The metric label of this operation.
+    pub fn label(self) -> &'static str {
+        match self {
+            WalOp::Append => "wal_append",
+            WalOp::Fsync => "wal_fsync",
+            WalOp::Segment => "wal_segment",
+        }
+    }
+}
+
+/// Told about appends, fsyncs and failures (the server's metrics).
 pub trait WalObserver: Send + Sync {
     /// A record of `bytes` bytes (header included) was appended.
     fn appended(&self, bytes: usize);
     /// An fsync of the log took `took`.
     fn synced(&self, took: Duration);
+    /// `op` failed with a storage fault.
+    fn failed(&self, op: WalOp, fault: StorageFault);
 }
 
 /// An observer that ignores everything.
@@ -264,6 +323,7 @@ pub struct NoObserver;
 impl WalObserver for NoObserver {
     fn appended(&self, _: usize) {}
     fn synced(&self, _: Duration) {}
+    fn failed(&self, _: WalOp, _: StorageFault) {}
 }
 
 /// How the log is opened.
@@ -297,10 +357,23 @@ pub struct OpenReport {
 /// Durability progress, published to waiters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Durable {
-    /// Every record up to this LSN is on disk.
+    /// Every record up to this LSN is on disk, or lost (see
+    /// [`Shared::lost`]).
     lsn: u64,
-    /// An fsync failed; nothing more will become durable.
-    failed: bool,
+    /// Faults so far; bumped to wake waiters whose record was lost.
+    faults: u64,
+}
+
+/// How many lost LSN ranges are remembered for waiters (one per fault; a
+/// waiter looks its LSN up right after appending, so only a burst of this
+/// many fault-and-recover cycles in between could hide its loss).
+const LOST_RANGES_KEPT: usize = 1024;
+
+/// A segment whose unsynced tail is in an unknown state.
+#[derive(Debug, Clone)]
+struct Fault {
+    kind: StorageFault,
+    why: String,
 }
 
 /// The appending side, behind one lock.
@@ -313,14 +386,22 @@ struct Writer {
     path: PathBuf,
     /// Its size in bytes.
     size: u64,
+    /// Its bytes known to be on disk (the size at its last successful
+    /// fsync).
+    synced_size: u64,
     /// The LSN the next record gets.
     next_lsn: u64,
     /// First LSNs of every live segment, ascending; the last is `file`.
     segments: Vec<u64>,
     /// Reused encoding buffer.
     buf: Vec<u8>,
-    /// Set when a write left the file in an unknown state.
-    failed: Option<String>,
+    /// Set when an fsync failed (or a failed write could not be cut
+    /// off): the next append truncates the segment to `synced_size` and
+    /// starts a new one before it writes.
+    fault: Option<Fault>,
+    /// The last storage error, cleared by the next successful append
+    /// (reported by `/readyz`).
+    last_error: Option<String>,
 }
 
 /// What the fsync thread is asked to do.
@@ -335,13 +416,20 @@ struct SyncRequest {
 struct Shared {
     options: WalOptions,
     writer: Mutex<Writer>,
-    /// One fsync at a time.
+    /// One fsync (or fault recovery) at a time. Lock order: `syncing`,
+    /// then `writer`.
     syncing: Mutex<()>,
     durable: watch::Sender<Durable>,
+    /// LSN ranges (inclusive) lost to faults, oldest first, at most
+    /// [`LOST_RANGES_KEPT`]. A range is added before `durable.lsn` may
+    /// pass it.
+    lost: Mutex<std::collections::VecDeque<(u64, u64, StorageFault)>>,
     request: Mutex<SyncRequest>,
     wake: Condvar,
     observer: Arc<dyn WalObserver>,
-    failed: AtomicBool,
+    /// Mirrors `writer.fault.is_some()` for the fsync thread, which must
+    /// not spin on a faulted segment.
+    faulted: AtomicBool,
 }
 
 /// The write-ahead log of one server.
@@ -478,6 +566,7 @@ impl Wal {
             return Err(WalError::Io {
                 path,
                 message: format!("new segment already holds {size} bytes"),
+                fault: StorageFault::Io,
             });
         }
         sync_dir(&dir)?;
@@ -487,7 +576,7 @@ impl Wal {
         report.next_lsn = next_lsn;
         let (durable, _) = watch::channel(Durable {
             lsn: next_lsn - 1,
-            failed: false,
+            faults: 0,
         });
         let shared = Arc::new(Shared {
             options,
@@ -495,17 +584,20 @@ impl Wal {
                 file: Arc::new(file),
                 path,
                 size: 0,
+                synced_size: 0,
                 next_lsn,
                 segments: live,
                 buf: Vec::new(),
-                failed: None,
+                fault: None,
+                last_error: None,
             }),
             syncing: Mutex::new(()),
             durable,
+            lost: Mutex::new(std::collections::VecDeque::new()),
             request: Mutex::new(SyncRequest::default()),
             wake: Condvar::new(),
             observer,
-            failed: AtomicBool::new(false),
+            faulted: AtomicBool::new(false),
         });
         let worker = Arc::clone(&shared);
         let syncer = std::thread::Builder::new()
@@ -524,12 +616,21 @@ impl Wal {
     /// Append one record; returns its LSN. The record is in the operating
     /// system's hands (it survives a killed process) but not yet durable
     /// against power loss: see [`Wal::wait_durable`]. Blocking (one
-    /// `write(2)`, plus an fsync when a segment is closed).
+    /// `write(2)`, plus an fsync when a segment is closed, plus the
+    /// recovery of an earlier fault). On error nothing was appended.
     pub fn append(&self, entry: &EntryRef<'_>) -> Result<u64, WalError> {
         let s = &*self.shared;
+        if s.faulted.load(Ordering::Acquire) {
+            s.recover()?;
+        }
         let mut w = lock(&s.writer);
-        if let Some(why) = &w.failed {
-            return Err(WalError::Failed(why.clone()));
+        if w.fault.is_some() {
+            // Faulted again since `recover`; the next append retries.
+            let fault = w.fault.clone().expect("checked");
+            return Err(WalError::Lost {
+                message: fault.why,
+                fault: fault.kind,
+            });
         }
         let lsn = w.next_lsn;
         let mut buf = std::mem::take(&mut w.buf);
@@ -541,20 +642,29 @@ impl Wal {
             }
             let start = w.size;
             if let Err(e) = (&*w.file).write_all(&buf) {
-                // Cut a partial record off, so later records follow a whole
-                // one; if even that fails, take no more records.
+                let kind = StorageFault::of(&e);
                 let why = format!("write to {} failed: {e}", w.path.display());
-                if w.file.set_len(start).is_err() {
-                    w.failed = Some(why.clone());
-                    s.failed.store(true, Ordering::Release);
+                s.observer.failed(WalOp::Append, kind);
+                tracing::error!(error = %why, "write-ahead log append failed; nothing was logged");
+                // Cut a partial record off, so later records follow a whole
+                // one; if even that fails, the segment's tail is unknown.
+                if let Err(cut) = w.file.set_len(start) {
+                    s.fault(
+                        &mut w,
+                        StorageFault::of(&cut),
+                        format!("{why}; cutting it off failed: {cut}"),
+                    );
                 }
+                w.last_error = Some(why.clone());
                 return Err(WalError::Io {
                     path: w.path.clone(),
                     message: e.to_string(),
+                    fault: kind,
                 });
             }
             w.size += len;
             w.next_lsn += 1;
+            w.last_error = None;
             s.observer.appended(buf.len());
             Ok(lsn)
         });
@@ -568,9 +678,16 @@ impl Wal {
     /// delete every record, so the next start replays (and decodes)
     /// nothing. Blocking.
     pub fn seal(&self) -> Result<(), WalError> {
-        let mut w = lock(&self.shared.writer);
-        if let Some(why) = &w.failed {
-            return Err(WalError::Failed(why.clone()));
+        let s = &*self.shared;
+        if s.faulted.load(Ordering::Acquire) {
+            s.recover()?;
+        }
+        let mut w = lock(&s.writer);
+        if let Some(fault) = &w.fault {
+            return Err(WalError::Lost {
+                message: fault.why.clone(),
+                fault: fault.kind,
+            });
         }
         if w.size == 0 {
             return Ok(());
@@ -583,35 +700,36 @@ impl Wal {
         let s = &*self.shared;
         let start = Instant::now();
         if let Err(e) = w.file.sync_data() {
+            let kind = StorageFault::of(&e);
             let why = format!("fsync of {} failed: {e}", w.path.display());
-            w.failed = Some(why.clone());
-            self.fail(why.clone());
-            return Err(WalError::Failed(why));
+            s.observer.failed(WalOp::Fsync, kind);
+            s.fault(w, kind, why.clone());
+            return Err(WalError::Lost {
+                message: why,
+                fault: kind,
+            });
         }
         s.observer.synced(start.elapsed());
+        w.synced_size = w.size;
         let done = w.next_lsn - 1;
         s.durable.send_if_modified(|d| {
             let newer = done > d.lsn;
             d.lsn = d.lsn.max(done);
             newer
         });
-        let path = segment_path(&s.options.dir, w.next_lsn);
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        sync_dir(&s.options.dir)?;
-        w.file = Arc::new(file);
-        w.path = path;
-        w.size = 0;
         let first = w.next_lsn;
+        let file = s.create_segment(first).inspect_err(|e| {
+            if let Some(kind) = e.fault() {
+                s.observer.failed(WalOp::Segment, kind);
+            }
+            w.last_error = Some(e.to_string());
+        })?;
+        w.file = Arc::new(file);
+        w.path = segment_path(&s.options.dir, first);
+        w.size = 0;
+        w.synced_size = 0;
         w.segments.push(first);
         Ok(())
-    }
-
-    fn fail(&self, why: String) {
-        self.shared.fail(why);
     }
 
     /// Fsync every record appended so far. Blocking.
@@ -619,28 +737,39 @@ impl Wal {
         self.shared.sync()
     }
 
-    /// Wait (without blocking the thread) until record `lsn` is durable.
+    /// Wait (without blocking the thread) until record `lsn` is durable;
+    /// an error if it was lost to a failed fsync.
     pub async fn wait_durable(&self, lsn: u64) -> Result<(), WalError> {
         let s = &*self.shared;
         let mut rx = s.durable.subscribe();
-        if rx.borrow().lsn >= lsn {
-            return Ok(());
+        loop {
+            // Durability first, losses second: a loss is recorded before
+            // `durable.lsn` may pass it.
+            let durable = rx.borrow_and_update().lsn;
+            if let Some(err) = s.lost(lsn) {
+                return Err(err);
+            }
+            if durable >= lsn {
+                return Ok(());
+            }
+            {
+                let mut r = lock(&s.request);
+                r.wanted = r.wanted.max(lsn);
+            }
+            s.wake.notify_one();
+            rx.changed().await.map_err(|_| WalError::Closed)?;
         }
-        {
-            let mut r = lock(&s.request);
-            r.wanted = r.wanted.max(lsn);
-        }
-        s.wake.notify_one();
-        let seen = rx
-            .wait_for(|d| d.lsn >= lsn || d.failed)
-            .await
-            .map(|d| *d)
-            .map_err(|_| WalError::Failed("log closed".into()))?;
-        if seen.lsn >= lsn {
-            Ok(())
-        } else {
-            Err(WalError::Failed("fsync of the log failed".into()))
-        }
+    }
+
+    /// The last storage error if the log is not known to be writable
+    /// (the last append failed or a fault awaits recovery); `None` when
+    /// healthy.
+    pub fn storage_error(&self) -> Option<String> {
+        let w = lock(&self.shared.writer);
+        w.fault
+            .as_ref()
+            .map(|f| f.why.clone())
+            .or_else(|| w.last_error.clone())
     }
 
     /// The LSN the next record will get.
@@ -682,32 +811,147 @@ impl Wal {
 }
 
 impl Shared {
-    fn fail(&self, why: String) {
-        tracing::error!(error = %why, "write-ahead log failed; no more records are accepted");
-        self.failed.store(true, Ordering::Release);
-        self.durable.send_modify(|d| d.failed = true);
+    /// Declare the current segment's unsynced tail lost: every record
+    /// after the last durable one fails its waiters, and the next append
+    /// recovers. Called with the writer locked.
+    fn fault(&self, w: &mut Writer, kind: StorageFault, why: String) {
+        tracing::error!(error = %why, "write-ahead log fault; unsynced records are dropped, the next append starts a new segment");
+        let durable = self.durable.borrow().lsn;
+        let last = w.next_lsn - 1;
+        if last > durable {
+            let mut lost = lock(&self.lost);
+            if lost.len() == LOST_RANGES_KEPT {
+                lost.pop_front();
+            }
+            lost.push_back((durable + 1, last, kind));
+        }
+        w.last_error = Some(why.clone());
+        w.fault = Some(Fault { kind, why });
+        self.faulted.store(true, Ordering::Release);
+        self.durable.send_modify(|d| d.faults += 1);
+    }
+
+    /// The error for a waiter of `lsn` if that record was lost.
+    fn lost(&self, lsn: u64) -> Option<WalError> {
+        lock(&self.lost)
+            .iter()
+            .rev()
+            .find(|(from, to, _)| (*from..=*to).contains(&lsn))
+            .map(|&(from, to, fault)| WalError::Lost {
+                message: format!(
+                    "records {from}..={to} were written but their fsync failed; they were dropped"
+                ),
+                fault,
+            })
+    }
+
+    /// Create (and make durable) an empty segment whose first LSN is
+    /// `first`.
+    fn create_segment(&self, first: u64) -> Result<File, WalError> {
+        let path = segment_path(&self.options.dir, first);
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        sync_dir(&self.options.dir)?;
+        Ok(file)
+    }
+
+    /// Recover from a fault: truncate the faulted segment to its last
+    /// synced length (and fsync that), then start a new segment after the
+    /// lost records. Leaves the fault in place if the disk still fails.
+    fn recover(&self) -> Result<(), WalError> {
+        let _one = lock(&self.syncing);
+        let mut w = lock(&self.writer);
+        let Some(fault) = w.fault.clone() else {
+            return Ok(());
+        };
+        let failed = |op: WalOp, e: std::io::Error, w: &mut Writer| {
+            let kind = StorageFault::of(&e);
+            self.observer.failed(op, kind);
+            let why = format!(
+                "{} (recovery from it failed: {e} on {})",
+                fault.why,
+                w.path.display()
+            );
+            w.last_error = Some(why.clone());
+            WalError::Io {
+                path: w.path.clone(),
+                message: why,
+                fault: kind,
+            }
+        };
+        let synced = w.synced_size;
+        if let Err(e) = w.file.set_len(synced).and_then(|()| w.file.sync_all()) {
+            return Err(failed(WalOp::Segment, e, &mut w));
+        }
+        let first = w.next_lsn;
+        let file = self.create_segment(first).map_err(|e| {
+            let kind = e.fault().unwrap_or(StorageFault::Io);
+            self.observer.failed(WalOp::Segment, kind);
+            w.last_error = Some(e.to_string());
+            e
+        })?;
+        tracing::warn!(
+            truncated = %w.path.display(),
+            to_bytes = synced,
+            next_lsn = first,
+            "write-ahead log recovered from a fault; new segment started"
+        );
+        w.file = Arc::new(file);
+        w.path = segment_path(&self.options.dir, first);
+        w.size = 0;
+        w.synced_size = 0;
+        w.segments.push(first);
+        w.fault = None;
+        self.faulted.store(false, Ordering::Release);
+        // Every earlier record is durable or lost.
+        self.durable.send_if_modified(|d| {
+            let newer = first - 1 > d.lsn;
+            d.lsn = d.lsn.max(first - 1);
+            newer
+        });
+        Ok(())
     }
 
     fn sync(&self) -> Result<(), WalError> {
         let _one = lock(&self.syncing);
-        let (file, upto, path) = {
+        let (file, upto, path, size) = {
             let w = lock(&self.writer);
-            if let Some(why) = &w.failed {
-                return Err(WalError::Failed(why.clone()));
+            if let Some(f) = &w.fault {
+                return Err(WalError::Lost {
+                    message: f.why.clone(),
+                    fault: f.kind,
+                });
             }
-            (Arc::clone(&w.file), w.next_lsn - 1, w.path.clone())
+            (Arc::clone(&w.file), w.next_lsn - 1, w.path.clone(), w.size)
         };
         if self.durable.borrow().lsn >= upto {
             return Ok(());
         }
         let start = Instant::now();
         if let Err(e) = file.sync_data() {
+            let kind = StorageFault::of(&e);
             let why = format!("fsync of {} failed: {e}", path.display());
-            lock(&self.writer).failed = Some(why.clone());
-            self.fail(why.clone());
-            return Err(WalError::Failed(why));
+            self.observer.failed(WalOp::Fsync, kind);
+            let mut w = lock(&self.writer);
+            // A segment rolled over since was fsynced by the rollover.
+            if w.path == path {
+                self.fault(&mut w, kind, why.clone());
+            }
+            return Err(WalError::Lost {
+                message: why,
+                fault: kind,
+            });
         }
         self.observer.synced(start.elapsed());
+        {
+            let mut w = lock(&self.writer);
+            if w.path == path {
+                w.synced_size = w.synced_size.max(size);
+            }
+        }
         self.durable.send_if_modified(|d| {
             let newer = upto > d.lsn;
             d.lsn = d.lsn.max(upto);
@@ -727,7 +971,7 @@ fn sync_loop(s: &Shared) {
                 if r.stop {
                     return;
                 }
-                if r.wanted > s.durable.borrow().lsn && !s.failed.load(Ordering::Acquire) {
+                if r.wanted > s.durable.borrow().lsn && !s.faulted.load(Ordering::Acquire) {
                     break;
                 }
                 r = s.wake.wait(r).unwrap_or_else(|e| e.into_inner());
