@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SCHEMATHESIS_VERSION=4.1.4
+SCHEMATHESIS_VERSION=4.32.5
 MAX_EXAMPLES=${MAX_EXAMPLES:-100}
 CHECKS=not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance
 TOKEN=schemathesis-token

@@ -198,3 +198,13 @@ async fn feed_receives_an_anomaly_injected_into_a_learned_periodic_stream() {
     assert!((h0 + 1..=h0 + 48).contains(&step), "anomaly at step {step}");
     s.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_plain_get_on_a_websocket_endpoint_is_a_json_400() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path(), &[]).await;
+    for path in ["/streams/w/ws", "/feed"] {
+        let (status, body) = s.get(path).await;
+        server_support::assert_error(status, &body, 400, "not_websocket");
+    }
+}

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::Response;
@@ -135,9 +136,10 @@ impl Filter {
 pub async fn subscribe(
     State(state): State<Arc<AppState>>,
     query: Result<Query<FeedQuery>, QueryRejection>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
+    let ws = ws.map_err(crate::server::ws::not_websocket)?;
     let filter = Filter::parse(q)?;
     // Subscribe before answering, so nothing published after the upgrade
     // response is missed.

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -20,9 +21,10 @@ use crate::store::StreamId;
 pub async fn upgrade(
     State(state): State<Arc<AppState>>,
     Path(raw_id): Path<String>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let id = StreamId::new(raw_id)?;
+    let ws = ws.map_err(not_websocket)?;
     state.ensure_ready()?;
     let limit = state.args.max_body_bytes;
     let tracker = state.tasks.clone();
@@ -30,6 +32,15 @@ pub async fn upgrade(
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| tracker.track_future(run(state, id, socket))))
+}
+
+/// 400 `not_websocket` for a request to a WebSocket endpoint that is not a
+/// WebSocket handshake (axum's own rejection is plain text).
+pub(crate) fn not_websocket(rejection: WebSocketUpgradeRejection) -> ApiError {
+    ApiError::bad_request(
+        "not_websocket",
+        format!("not a WebSocket handshake: {}", rejection.body_text()),
+    )
 }
 
 /// Answer one frame: the result body, or the JSON error.
