@@ -336,11 +336,9 @@ async fn main() {
     let warm_start = Instant::now();
     for chunk in (0..total_streams).collect::<Vec<_>>().chunks(4) {
         let posts = chunk.iter().map(|&s| {
-            post(
-                &warm_client,
-                &format!("{base}/streams/soak-{s}"),
-                batch_json(s, 0, WARMUP),
-            )
+            let url = format!("{base}/streams/soak-{s}");
+            let client = &warm_client;
+            async move { post(client, &url, batch_json(s, 0, WARMUP)).await }
         });
         for r in futures_util::future::join_all(posts).await {
             r.expect("warm-up batch accepted");
