@@ -314,6 +314,7 @@ async fn start_server(dir: &std::path::Path) -> (Child, String) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("server did not become ready");
 }
 

@@ -873,11 +873,10 @@ impl Shared {
             return Err(failed(WalOp::Segment, e, &mut w));
         }
         let first = w.next_lsn;
-        let file = self.create_segment(first).map_err(|e| {
+        let file = self.create_segment(first).inspect_err(|e| {
             let kind = e.fault().unwrap_or(StorageFault::Io);
             self.observer.failed(WalOp::Segment, kind);
             w.last_error = Some(e.to_string());
-            e
         })?;
         tracing::warn!(
             truncated = %w.path.display(),
