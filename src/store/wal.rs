@@ -887,11 +887,10 @@ impl Shared {
             return Err(failed(WalOp::Segment, e, &mut w));
         }
         let first = w.next_lsn;
-        let file = self.create_segment(first).map_err(|e| {
+        let file = self.create_segment(first).inspect_err(|e| {
             let kind = e.fault().unwrap_or(StorageFault::Io);
             self.observer.failed(WalOp::Segment, kind);
             w.last_error = Some(e.to_string());
-            e
         })?;
         tracing::warn!(
             truncated = %w.path.display(),
@@ -1260,6 +1259,47 @@ mod tests {
         let (wal, _, seen) = open(dir.path(), 200);
         assert!(seen.is_empty(), "{seen:?}");
         assert_eq!(wal.next_lsn(), 22);
+    }
+
+    #[tokio::test]
+    async fn records_after_a_failed_fsync_are_lost_never_replayed_and_the_log_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _, _) = open(dir.path(), 1 << 20);
+        let e = entries();
+        for entry in &e[..3] {
+            wal.append(&as_ref(entry)).unwrap();
+        }
+        wal.sync().unwrap();
+        let unsynced = [
+            wal.append(&as_ref(&e[3])).unwrap(),
+            wal.append(&as_ref(&e[4])).unwrap(),
+        ];
+        // What a failed fsync does (a real one needs a failing device).
+        {
+            let s = &*wal.shared;
+            let mut w = lock(&s.writer);
+            s.fault(&mut w, StorageFault::Io, "fsync failed: EIO".into());
+        }
+        for lsn in unsynced {
+            let err = wal.wait_durable(lsn).await.unwrap_err();
+            assert!(matches!(err, WalError::Lost { .. }), "{err:?}");
+        }
+        wal.wait_durable(3).await.unwrap();
+        assert!(wal.storage_error().is_some());
+        // The next append recovers: new segment, LSNs not reused.
+        assert_eq!(wal.append(&as_ref(&e[0])).unwrap(), 6);
+        assert!(wal.storage_error().is_none());
+        tokio::time::timeout(Duration::from_secs(10), wal.wait_durable(6))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(wal.segments(), vec![1, 6]);
+        drop(wal);
+        let (wal, report, seen) = open(dir.path(), 1 << 20);
+        let lsns: Vec<u64> = seen.iter().map(|(lsn, _)| *lsn).collect();
+        assert_eq!(lsns, [1, 2, 3, 6], "lost records must not be replayed");
+        assert_eq!(report.torn, 0);
+        assert_eq!(wal.next_lsn(), 7);
     }
 
     #[test]

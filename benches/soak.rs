@@ -1,0 +1,496 @@
+//! Soak benchmark (issue 6, "Load"): sustained mixed load against the
+//! release server for a bounded time, on loopback only.
+//!
+//! ```text
+//! cargo bench --bench soak                                  # 10 minutes
+//! HTM_SOAK_SECS=60 cargo bench --bench soak                 # 1 minute
+//! ```
+//!
+//! | variable | default | meaning |
+//! | --- | --- | --- |
+//! | `HTM_SOAK_SECS` | `600` | seconds of load |
+//! | `HTM_SOAK_RATE` | `1600` | offered samples/s over all kinds: half the closed-loop capacity `benches/load.rs` measured (3,283 samples/s over 791 streams, README "Service load") |
+//! | `HTM_SOAK_STREAMS` | `48` | streams of single-sample POSTs (plus 8 batch and 8 WebSocket streams) |
+//!
+//! The server is the real binary (`target/release/htm-stream serve`) on
+//! `127.0.0.1:0` with a temporary data directory, `--durability fsync`
+//! and `--checkpoint-interval-secs 5`. Every stream is first warmed with
+//! 450 samples in one batch (past the `default` preset's 300 calibration
+//! samples). Then, open loop at fixed intervals (latency measured from
+//! each request's *scheduled* time, so a slow answer is charged to the
+//! requests it delays):
+//! - 60 % of the rate as single-sample POSTs over keep-alive connections
+//!   (16 connections, each owning a disjoint set of streams);
+//! - 20 % as batches of 50 samples (2 connections over 8 streams);
+//! - 20 % as single-sample WebSocket frames (8 connections, one stream
+//!   each, each frame answered before the next is sent);
+//! - 4 `/feed` subscribers, two of them with `?all=true`; received and
+//!   lost (`lagged`) messages are counted.
+//!
+//! Server RSS is read from `/proc/<pid>/status` every 10 s. The bench
+//! prints a table (per kind: requests, samples/s, p50/p99/p99.9 latency,
+//! errors), the feed counts and the RSS series with its growth over the
+//! second half, and exits non-zero if any request failed.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{NaiveDate, NaiveDateTime};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio_tungstenite::tungstenite::Message;
+
+const WARMUP: u64 = 450;
+const HTTP_CONNS: usize = 16;
+const BATCH_STREAMS: usize = 8;
+const BATCH_CONNS: usize = 2;
+const BATCH_SIZE: u64 = 50;
+const WS_STREAMS: usize = 8;
+const FEEDS: usize = 4;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn t0() -> NaiveDateTime {
+    NaiveDate::from_ymd_opt(2026, 1, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+}
+
+/// Sample `step` of stream `seed` as JSON: 5-minute spacing, a daily wave.
+fn sample_json(seed: usize, step: u64) -> String {
+    let t = t0() + chrono::Duration::seconds(step as i64 * 300);
+    let phase = step as f64 * std::f64::consts::TAU / 288.0 + seed as f64;
+    let v = 50.0 + 30.0 * phase.sin() + (step % 7) as f64;
+    format!(
+        r#"{{"timestamp":"{}Z","value":{v:.3}}}"#,
+        t.format("%Y-%m-%dT%H:%M:%S")
+    )
+}
+
+fn batch_json(seed: usize, from: u64, n: u64) -> String {
+    let parts: Vec<String> = (from..from + n).map(|s| sample_json(seed, s)).collect();
+    format!("[{}]", parts.join(","))
+}
+
+/// Latencies (µs) and errors of one kind of request.
+#[derive(Default)]
+struct Tally {
+    latencies: Vec<u32>,
+    samples: u64,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl Tally {
+    fn record(&mut self, scheduled: Instant, samples: u64, outcome: Result<(), String>) {
+        let us = scheduled.elapsed().as_micros().min(u32::MAX as u128) as u32;
+        self.latencies.push(us);
+        match outcome {
+            Ok(()) => self.samples += samples,
+            Err(e) => {
+                self.errors += 1;
+                self.first_error.get_or_insert(e);
+            }
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.latencies.extend(other.latencies);
+        self.samples += other.samples;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+}
+
+/// A fixed-interval schedule; `next` returns each slot's scheduled time.
+struct Schedule(tokio::time::Interval);
+
+impl Schedule {
+    fn new(per_sec: f64, offset: f64) -> Schedule {
+        let period = Duration::from_secs_f64(1.0 / per_sec);
+        let start = tokio::time::Instant::now() + period.mul_f64(offset);
+        let mut i = tokio::time::interval_at(start, period);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        Schedule(i)
+    }
+
+    async fn next(&mut self) -> Instant {
+        self.0.tick().await.into_std()
+    }
+}
+
+async fn post(client: &reqwest::Client, url: &str, body: String) -> Result<(), String> {
+    let r = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = r.status();
+    let text = r.text().await.map_err(|e| e.to_string())?;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("{status}: {text}"))
+    }
+}
+
+/// One keep-alive connection sending single samples (or batches) to its
+/// streams in turn until `end`.
+async fn http_sender(
+    base: String,
+    streams: Vec<usize>,
+    batch: u64,
+    per_sec: f64,
+    offset: f64,
+    end: Instant,
+) -> Tally {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    let mut steps = vec![WARMUP; streams.len()];
+    let mut tally = Tally::default();
+    let mut schedule = Schedule::new(per_sec, offset);
+    let mut turn = 0;
+    loop {
+        let scheduled = schedule.next().await;
+        if scheduled >= end {
+            return tally;
+        }
+        let i = turn % streams.len();
+        turn += 1;
+        let body = if batch == 1 {
+            sample_json(streams[i], steps[i])
+        } else {
+            batch_json(streams[i], steps[i], batch)
+        };
+        steps[i] += batch;
+        let url = format!("{base}/streams/soak-{}", streams[i]);
+        let outcome = post(&client, &url, body).await;
+        tally.record(scheduled, batch, outcome);
+    }
+}
+
+/// One WebSocket ingest connection on one stream.
+async fn ws_sender(
+    ws_base: String,
+    stream: usize,
+    per_sec: f64,
+    offset: f64,
+    end: Instant,
+) -> Tally {
+    let mut tally = Tally::default();
+    let url = format!("{ws_base}/streams/soak-{stream}/ws");
+    let (mut socket, _) = match tokio_tungstenite::connect_async(&url).await {
+        Ok(s) => s,
+        Err(e) => {
+            tally.errors += 1;
+            tally.first_error = Some(format!("ws connect: {e}"));
+            return tally;
+        }
+    };
+    let mut schedule = Schedule::new(per_sec, offset);
+    let mut step = WARMUP;
+    loop {
+        let scheduled = schedule.next().await;
+        if scheduled >= end {
+            let _ = socket.close(None).await;
+            return tally;
+        }
+        let frame = sample_json(stream, step);
+        step += 1;
+        let outcome = async {
+            socket
+                .send(Message::text(frame))
+                .await
+                .map_err(|e| e.to_string())?;
+            match socket.next().await {
+                Some(Ok(Message::Text(t))) if !t.contains("\"error\"") => Ok(()),
+                other => Err(format!("ws answer: {other:?}")),
+            }
+        }
+        .await;
+        tally.record(scheduled, 1, outcome);
+    }
+}
+
+/// A `/feed` subscriber counting messages received and lost until `end`;
+/// an error if it cannot connect.
+async fn feed(
+    ws_base: String,
+    all: bool,
+    received: Arc<AtomicU64>,
+    lost: Arc<AtomicU64>,
+    end: Instant,
+) -> Result<(), String> {
+    let url = format!("{ws_base}/feed{}", if all { "?all=true" } else { "" });
+    let (mut socket, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .map_err(|e| format!("feed connect: {e}"))?;
+    let deadline = tokio::time::Instant::from_std(end);
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, socket.next()).await {
+        if let Message::Text(t) = msg {
+            if let Some(missed) = t
+                .split("\"missed\":")
+                .nth(1)
+                .and_then(|r| r.trim_end_matches('}').parse::<u64>().ok())
+            {
+                lost.fetch_add(missed, Ordering::Relaxed);
+            } else {
+                received.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+fn quantile_ms(sorted: &[u32], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i] as f64 / 1000.0
+}
+
+/// Start the server binary; returns it and its address.
+async fn start_server(dir: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_htm-stream"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .args(["--durability", "fsync", "--checkpoint-interval-secs", "5"])
+        .args(["--log-format", "json"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("server binary starts");
+    let stdout = tokio::process::ChildStdout::from_std(child.stdout.take().unwrap()).unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("server logs its address");
+        if let Some(rest) = line.split("\"addr\":\"").nth(1) {
+            break rest.split('"').next().unwrap().to_string();
+        }
+    };
+    // Keep draining its log so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let base = format!("http://{addr}");
+    let client = reqwest::Client::new();
+    for _ in 0..600 {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
+            if r.status().is_success() {
+                return (child, base);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("server did not become ready");
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
+async fn main() {
+    let secs: u64 = env_or("HTM_SOAK_SECS", 600);
+    let rate: f64 = env_or("HTM_SOAK_RATE", 1600.0);
+    let http_streams: usize = env_or("HTM_SOAK_STREAMS", 48);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, base) = start_server(dir.path()).await;
+    let ws_base = base.replacen("http", "ws", 1);
+    let pid = child.id();
+    let total_streams = http_streams + BATCH_STREAMS + WS_STREAMS;
+    println!(
+        "soak: {secs} s at {rate} samples/s offered; {total_streams} streams; server pid {pid}"
+    );
+
+    // Warm every stream past calibration, a few at a time.
+    let warm_client = reqwest::Client::new();
+    let warm_start = Instant::now();
+    for chunk in (0..total_streams).collect::<Vec<_>>().chunks(4) {
+        let posts = chunk.iter().map(|&s| {
+            let url = format!("{base}/streams/soak-{s}");
+            let client = &warm_client;
+            async move { post(client, &url, batch_json(s, 0, WARMUP)).await }
+        });
+        for r in futures_util::future::join_all(posts).await {
+            r.expect("warm-up batch accepted");
+        }
+    }
+    println!("warmed in {:.1} s", warm_start.elapsed().as_secs_f64());
+
+    let start = Instant::now();
+    let end = start + Duration::from_secs(secs);
+    let received = Arc::new(AtomicU64::new(0));
+    let lost = Arc::new(AtomicU64::new(0));
+    let feeds: Vec<_> = (0..FEEDS)
+        .map(|i| {
+            tokio::spawn(feed(
+                ws_base.clone(),
+                i % 2 == 0,
+                Arc::clone(&received),
+                Arc::clone(&lost),
+                end,
+            ))
+        })
+        .collect();
+    let http_rate = rate * 0.6 / HTTP_CONNS as f64;
+    let http: Vec<_> = (0..HTTP_CONNS)
+        .map(|c| {
+            let streams: Vec<usize> = (0..http_streams).filter(|s| s % HTTP_CONNS == c).collect();
+            let offset = c as f64 / HTTP_CONNS as f64;
+            tokio::spawn(http_sender(
+                base.clone(),
+                streams,
+                1,
+                http_rate,
+                offset,
+                end,
+            ))
+        })
+        .collect();
+    let batch_rate = rate * 0.2 / BATCH_SIZE as f64 / BATCH_CONNS as f64;
+    let batches: Vec<_> = (0..BATCH_CONNS)
+        .map(|c| {
+            let streams: Vec<usize> = (0..BATCH_STREAMS)
+                .filter(|s| s % BATCH_CONNS == c)
+                .map(|s| http_streams + s)
+                .collect();
+            let offset = c as f64 / BATCH_CONNS as f64;
+            tokio::spawn(http_sender(
+                base.clone(),
+                streams,
+                BATCH_SIZE,
+                batch_rate,
+                offset,
+                end,
+            ))
+        })
+        .collect();
+    let ws_rate = rate * 0.2 / WS_STREAMS as f64;
+    let ws: Vec<_> = (0..WS_STREAMS)
+        .map(|i| {
+            let stream = http_streams + BATCH_STREAMS + i;
+            tokio::spawn(ws_sender(
+                ws_base.clone(),
+                stream,
+                ws_rate,
+                i as f64 / WS_STREAMS as f64,
+                end,
+            ))
+        })
+        .collect();
+
+    let mut rss = vec![(0u64, rss_mb(pid).unwrap_or(f64::NAN))];
+    let mut ticker = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(10),
+        Duration::from_secs(10),
+    );
+    while Instant::now() + Duration::from_secs(10) <= end + Duration::from_millis(500) {
+        ticker.tick().await;
+        rss.push((start.elapsed().as_secs(), rss_mb(pid).unwrap_or(f64::NAN)));
+    }
+
+    let mut kinds = Vec::new();
+    for (name, handles) in [
+        ("HTTP single-sample POSTs", http),
+        ("HTTP batches of 50", batches),
+        ("WebSocket single-sample frames", ws),
+    ] {
+        let mut tally = Tally::default();
+        for h in handles {
+            tally.merge(h.await.unwrap());
+        }
+        kinds.push((name, tally));
+    }
+    let mut feed_errors = 0;
+    for f in feeds {
+        if let Err(e) = f.await.unwrap() {
+            println!("  feed error: {e}");
+            feed_errors += 1;
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let _ = child.kill();
+    let _ = child.wait();
+
+    println!();
+    println!("| kind | requests | samples/s | p50 ms | p99 ms | p99.9 ms | errors |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let mut errors = 0;
+    let mut samples = 0;
+    for (name, mut t) in kinds {
+        t.latencies.sort_unstable();
+        errors += t.errors;
+        samples += t.samples;
+        println!(
+            "| {name} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+            t.latencies.len(),
+            t.samples as f64 / elapsed,
+            quantile_ms(&t.latencies, 0.5),
+            quantile_ms(&t.latencies, 0.99),
+            quantile_ms(&t.latencies, 0.999),
+            t.errors
+        );
+        if let Some(e) = t.first_error {
+            println!("  first error ({name}): {e}");
+        }
+    }
+    println!(
+        "| all | | {:.0} | | | | {errors} |",
+        samples as f64 / elapsed
+    );
+    println!();
+    println!(
+        "feed: {} subscribers ({} with ?all=true), {} messages received, {} lost (lagged)",
+        FEEDS,
+        FEEDS.div_ceil(2),
+        received.load(Ordering::Relaxed),
+        lost.load(Ordering::Relaxed)
+    );
+    let series: Vec<String> = rss.iter().map(|(t, mb)| format!("{t}s {mb:.0}")).collect();
+    println!("server RSS MB every 10 s: {}", series.join(", "));
+    let half = rss.len() / 2;
+    if rss.len() >= 3 {
+        let (t_mid, mid) = rss[half];
+        let (t_end, last) = rss[rss.len() - 1];
+        println!(
+            "RSS growth over the second half ({t_mid}..{t_end} s): {:+.1} MB ({:+.2} %)",
+            last - mid,
+            (last - mid) / mid * 100.0
+        );
+    }
+    errors += feed_errors;
+    if errors > 0 {
+        eprintln!("soak: {errors} request(s) failed");
+        std::process::exit(1);
+    }
+}
