@@ -26,11 +26,11 @@ pub use checkpoint::CheckpointError;
 pub use data_dir::{DataDir, LoadFailure, LoadReport, Saved};
 pub use registry::{Registry, TooManyStreams};
 pub use residency::{Residency, ResidencyLimits, ResidencyObserver};
+pub use storage_fault::StorageFault;
 pub use stream::{
     Applied, Broken, Evicted, EvictedSummary, Rejected, Sample, Slot, Stream, StreamState,
     StreamStats,
 };
-pub use storage_fault::StorageFault;
 pub use stream_config::{ConfigError, StreamConfig, ValueRange, DEFAULT_THRESHOLD};
 pub use stream_id::{InvalidStreamId, StreamId};
 pub use wal::{Wal, WalError};
