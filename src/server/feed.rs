@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{close_code, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::Response;
 use axum::Extension;
@@ -34,7 +34,7 @@ use tokio::time::{interval_at, Instant, MissedTickBehavior};
 
 use crate::server::connections::ConnectionSlot;
 use crate::server::error::ApiError;
-use crate::server::ws::{close_with, send_within};
+use crate::server::ws::{close_with, is_too_big, send_within};
 use crate::server::AppState;
 use crate::store::{Applied, StreamId};
 
@@ -165,13 +165,18 @@ pub async fn subscribe(
     // response is missed.
     let rx = state.feed.tx.subscribe();
     let tracker = state.tasks.clone();
-    Ok(ws.max_message_size(4096).on_upgrade(move |socket| {
-        tracker.track_future(async move {
-            run_subscriber(state, socket, rx, filter).await;
-            drop((slot, connection));
-        })
-    }))
+    Ok(ws
+        .max_message_size(SUBSCRIBER_MESSAGE_LIMIT)
+        .on_upgrade(move |socket| {
+            tracker.track_future(async move {
+                run_subscriber(state, socket, rx, filter).await;
+                drop((slot, connection));
+            })
+        }))
 }
+
+/// Subscribers only answer pings; anything larger is refused (close 1009).
+const SUBSCRIBER_MESSAGE_LIMIT: usize = 4096;
 
 fn too_many_subscribers(max: usize) -> ApiError {
     ApiError::Unavailable {
@@ -203,6 +208,11 @@ async fn run_subscriber(
                 break;
             }
             incoming = socket.recv() => match incoming {
+                Some(Err(e)) if is_too_big(&e) => {
+                    state.metrics.ws_closed("too_big");
+                    close_with(&mut socket, close_code::SIZE, "a subscriber message over 4096 bytes").await;
+                    break;
+                }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 // pongs and anything else: the subscriber is alive
                 Some(Ok(_)) => last_heard = Instant::now(),
@@ -210,7 +220,7 @@ async fn run_subscriber(
             _ = pings.tick() => {
                 if last_heard.elapsed() >= 2 * ping_every {
                     state.metrics.ws_closed("no_pong");
-                    close_with(&mut socket, axum::extract::ws::close_code::POLICY, "no pong").await;
+                    close_with(&mut socket, close_code::POLICY, "no pong").await;
                     break;
                 }
                 if !send_within(&mut socket, Message::Ping(Default::default()), 2 * ping_every).await {
