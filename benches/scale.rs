@@ -75,7 +75,7 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 /// The server binary with `extra` flags, `--durability none` and no
 /// periodic checkpoints.
-fn start(dir: &std::path::Path, extra: &[String]) -> ChildServer {
+fn start_server(dir: &std::path::Path, extra: &[String]) -> ChildServer {
     let mut flags = vec!["--durability", "none", "--checkpoint-interval-secs", "0"];
     flags.extend(extra.iter().map(String::as_str));
     ChildServer::spawn(dir, &flags, |_| false)
@@ -207,7 +207,7 @@ async fn scenario_a(conns: usize) {
     let rounds: u64 = env_or("HTM_SCALE_ROUNDS", 2);
     let budget: u64 = env_or("HTM_SCALE_BUDGET", 4 << 30);
     let dir = tempfile::tempdir().unwrap();
-    let mut server = start(
+    let mut server = start_server(
         dir.path(),
         &[
             "--max-streams".into(),
@@ -319,7 +319,7 @@ async fn scenario_b(conns: usize) {
         "--max-resident-streams".into(),
         resident.to_string(),
     ];
-    let server = start(dir.path(), &flags);
+    let server = start_server(dir.path(), &flags);
     let client = reqwest::Client::new();
     server.wait_ready(&client, READY_WITHIN).await;
     println!("(b) {known} known streams, --max-resident-streams {resident}, small model, {conns} connections");
@@ -420,7 +420,7 @@ async fn scenario_b(conns: usize) {
         })
         .count();
     let start = Instant::now();
-    let mut server = start(dir.path(), &flags);
+    let mut server = start_server(dir.path(), &flags);
     server.wait_ready(&client, READY_WITHIN).await;
     println!(
         "  start-up with {files} checkpoint files until /readyz: {:.2} s",
