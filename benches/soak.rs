@@ -11,10 +11,14 @@
 //! | `HTM_SOAK_SECS` | `600` | seconds of load |
 //! | `HTM_SOAK_RATE` | `1600` | offered samples/s over all kinds: half the closed-loop capacity `benches/load.rs` measured (3,283 samples/s over 791 streams, README "Service load") |
 //! | `HTM_SOAK_STREAMS` | `48` | streams of single-sample POSTs (plus 8 batch and 8 WebSocket streams) |
+//! | `HTM_SOAK_CHECKPOINT_SECS` | `60` | the server's `--checkpoint-interval-secs` (its default) |
 //!
 //! The server is the real binary (`target/release/htm-stream serve`) on
 //! `127.0.0.1:0` with a temporary data directory, `--durability fsync`
-//! and `--checkpoint-interval-secs 5`. Every stream is first warmed with
+//! and `--checkpoint-interval-secs` from `HTM_SOAK_CHECKPOINT_SECS`. (Every
+//! round checkpoints all 64 streams, some 15 MB each once warm: at 5 s
+//! that is ~200 MB/s of checkpoint writes, which this VM's disk cannot
+//! sustain beside the log's fsyncs.) Every stream is first warmed with
 //! 450 samples in one batch (past the `default` preset's 300 calibration
 //! samples). Then, open loop at fixed intervals (latency measured from
 //! each request's *scheduled* time, so a slow answer is charged to the
@@ -27,10 +31,13 @@
 //! - 4 `/feed` subscribers, two of them with `?all=true`; received and
 //!   lost (`lagged`) messages are counted.
 //!
-//! Server RSS is read from `/proc/<pid>/status` every 10 s. The bench
-//! prints a table (per kind: requests, samples/s, p50/p99/p99.9 latency,
-//! errors), the feed counts and the RSS series with its growth over the
-//! second half, and exits non-zero if any request failed.
+//! Every 10 s the bench reads the server's RSS from `/proc/<pid>/status`
+//! and the models' own size from `/metrics` (`htm_model_memory_bytes`): the
+//! models keep growing while they learn (segments and synapses), so a leak
+//! shows as growth of RSS *minus* model bytes. The bench prints a table
+//! (per kind: requests, samples/s, p50/p99/p99.9 latency, errors), the
+//! feed counts, the memory series and the growth of both over the second
+//! half, and exits non-zero if any request failed.
 
 #[path = "../tests/server_support/mod.rs"]
 mod server_support;
@@ -271,6 +278,41 @@ fn rss_mb(pid: u32) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// The models' own memory, in MB, from the server's `/metrics`.
+async fn model_mb(client: &reqwest::Client, base: &str) -> Option<f64> {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let bytes: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("htm_model_memory_bytes "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(bytes / 1e6)
+}
+
+/// One memory sample: seconds into the run, server RSS MB, model MB.
+type MemorySample = (u64, f64, f64);
+
+/// How much `pick` grew from the middle of `series` to its end, in MB and %.
+fn second_half_growth(series: &[MemorySample], pick: impl Fn(&MemorySample) -> f64) -> String {
+    let (mid, last) = (&series[series.len() / 2], &series[series.len() - 1]);
+    let (a, b) = (pick(mid), pick(last));
+    format!(
+        "{:+.1} MB ({:+.2} %) over {}..{} s",
+        b - a,
+        (b - a) / a * 100.0,
+        mid.0,
+        last.0
+    )
+}
+
 fn quantile_ms(sorted: &[u32], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -279,9 +321,16 @@ fn quantile_ms(sorted: &[u32], q: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
-/// Start the server binary and wait until it is ready.
-async fn start_server(dir: &std::path::Path) -> ChildServer {
-    let flags = ["--durability", "fsync", "--checkpoint-interval-secs", "5"];
+/// Start the server binary (checkpoints every `checkpoint_secs`) and wait
+/// until it is ready.
+async fn start_server(dir: &std::path::Path, checkpoint_secs: u64) -> ChildServer {
+    let checkpoint_secs = checkpoint_secs.to_string();
+    let flags = [
+        "--durability",
+        "fsync",
+        "--checkpoint-interval-secs",
+        &checkpoint_secs,
+    ];
     let server = ChildServer::spawn(dir, &flags, |_| false);
     server
         .wait_ready(&reqwest::Client::new(), Duration::from_secs(30))
@@ -294,9 +343,11 @@ async fn main() {
     let secs: u64 = env_or("HTM_SOAK_SECS", 600);
     let rate: f64 = env_or("HTM_SOAK_RATE", 1600.0);
     let http_streams: usize = env_or("HTM_SOAK_STREAMS", 48);
+    let checkpoint_secs: u64 = env_or("HTM_SOAK_CHECKPOINT_SECS", 60);
     let dir = tempfile::tempdir().unwrap();
-    let mut server = start_server(dir.path()).await;
+    let mut server = start_server(dir.path(), checkpoint_secs).await;
     let base = server.base.clone();
+    let client = reqwest::Client::new();
     let ws_base = base.replacen("http", "ws", 1);
     let pid = server.child.id();
     let total_streams = http_streams + BATCH_STREAMS + WS_STREAMS;
@@ -381,14 +432,21 @@ async fn main() {
         })
         .collect();
 
-    let mut rss = vec![(0u64, rss_mb(pid).unwrap_or(f64::NAN))];
+    let sample_memory = |elapsed: u64| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let model = model_mb(&client, &base).await.unwrap_or(f64::NAN);
+            (elapsed, rss_mb(pid).unwrap_or(f64::NAN), model)
+        }
+    };
+    let mut memory: Vec<MemorySample> = vec![sample_memory(0).await];
     let mut ticker = tokio::time::interval_at(
         tokio::time::Instant::now() + Duration::from_secs(10),
         Duration::from_secs(10),
     );
     while Instant::now() + Duration::from_secs(10) <= end + Duration::from_millis(500) {
         ticker.tick().await;
-        rss.push((start.elapsed().as_secs(), rss_mb(pid).unwrap_or(f64::NAN)));
+        memory.push(sample_memory(start.elapsed().as_secs()).await);
     }
 
     let mut kinds = Vec::new();
@@ -411,6 +469,10 @@ async fn main() {
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let server_metrics = match client.get(format!("{base}/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
     server.kill();
 
     println!();
@@ -447,18 +509,36 @@ async fn main() {
         received.load(Ordering::Relaxed),
         lost.load(Ordering::Relaxed)
     );
-    let series: Vec<String> = rss.iter().map(|(t, mb)| format!("{t}s {mb:.0}")).collect();
-    println!("server RSS MB every 10 s: {}", series.join(", "));
-    let half = rss.len() / 2;
-    if rss.len() >= 3 {
-        let (t_mid, mid) = rss[half];
-        let (t_end, last) = rss[rss.len() - 1];
+    let series: Vec<String> = memory
+        .iter()
+        .map(|(t, rss, model)| format!("{t}s {rss:.0}/{model:.0}"))
+        .collect();
+    println!("server RSS / model MB every 10 s: {}", series.join(", "));
+    if memory.len() >= 3 {
+        // The model estimate counts allocated capacity, RSS touched pages,
+        // so only their growth is compared.
+        let (mid, last) = (&memory[memory.len() / 2], &memory[memory.len() - 1]);
         println!(
-            "RSS growth over the second half ({t_mid}..{t_end} s): {:+.1} MB ({:+.2} %)",
-            last - mid,
-            (last - mid) / mid * 100.0
+            "second half: RSS {}; models {}; RSS growth not explained by the models {:+.1} MB",
+            second_half_growth(&memory, |m| m.1),
+            second_half_growth(&memory, |m| m.2),
+            (last.1 - mid.1) - (last.2 - mid.2)
         );
     }
+    let value = |name: &str| {
+        server_metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "server: {} checkpoints written in {:.1} s in all; {} log fsyncs, mean {:.2} ms",
+        value("htm_checkpoint_writes_total"),
+        value("htm_checkpoint_duration_seconds_sum"),
+        value("htm_wal_fsync_duration_seconds_count"),
+        value("htm_wal_fsync_duration_seconds_sum") / value("htm_wal_fsync_duration_seconds_count")
+            * 1e3
+    );
     errors += feed_errors;
     if errors > 0 {
         eprintln!("soak: {errors} request(s) failed");

@@ -133,6 +133,39 @@ pub struct ServeArgs {
     /// decoding checkpoints and the page cache.
     #[arg(long, env = "HTM_MEMORY_BUDGET_BYTES", default_value_t = 8 << 30)]
     pub memory_budget_bytes: u64,
+
+    /// Seconds a client has to send a request's headers, counted from the
+    /// connection opening or from the previous answer on it; past it the
+    /// connection is closed (slow clients, idle keep-alive connections).
+    #[arg(long, env = "HTM_HEADER_TIMEOUT_SECS", default_value_t = 30)]
+    pub header_timeout_secs: u64,
+
+    /// Seconds a client has to send a whole request body once its headers
+    /// arrived; past it the request answers 408 `request_timeout`.
+    #[arg(long, env = "HTM_BODY_TIMEOUT_SECS", default_value_t = 30)]
+    pub body_timeout_secs: u64,
+
+    /// Most open client connections, WebSocket sessions included; one more
+    /// is answered 503 `too_many_connections` and closed. Keep it below the
+    /// process's open-file limit (`ulimit -n`) minus room for data files.
+    #[arg(long, env = "HTM_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Seconds a WebSocket ingest session may stay without a frame from
+    /// its client before the server closes it (code 1000).
+    #[arg(long, env = "HTM_WS_IDLE_TIMEOUT_SECS", default_value_t = 300)]
+    pub ws_idle_timeout_secs: u64,
+
+    /// Seconds between pings to `/feed` subscribers; one that answers no
+    /// ping for two intervals, or cannot take a message within two
+    /// intervals, is disconnected.
+    #[arg(long, env = "HTM_WS_PING_INTERVAL_SECS", default_value_t = 30)]
+    pub ws_ping_interval_secs: u64,
+
+    /// Most `/feed` subscribers at once; one more is answered 503
+    /// `too_many_subscribers` before the upgrade.
+    #[arg(long, env = "HTM_MAX_FEED_SUBSCRIBERS", default_value_t = 4_096)]
+    pub max_feed_subscribers: usize,
 }
 
 #[derive(Parser)]
@@ -164,9 +197,22 @@ impl ServeArgs {
             ("--max-stream-queue", self.max_stream_queue),
             ("--feed-capacity", self.feed_capacity),
             ("--max-resident-streams", self.max_resident_streams),
+            ("--max-connections", self.max_connections),
+            ("--max-feed-subscribers", self.max_feed_subscribers),
         ];
         if let Some((flag, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{flag} must be at least 1"));
+        }
+        // A day at most: far beyond any useful timeout, and small enough that
+        // `now + timeout` cannot overflow a clock.
+        let timeouts = [
+            ("--header-timeout-secs", self.header_timeout_secs),
+            ("--body-timeout-secs", self.body_timeout_secs),
+            ("--ws-idle-timeout-secs", self.ws_idle_timeout_secs),
+            ("--ws-ping-interval-secs", self.ws_ping_interval_secs),
+        ];
+        if let Some((flag, _)) = timeouts.iter().find(|(_, v)| !(1..=86_400).contains(v)) {
+            return Err(format!("{flag} must be between 1 and 86400 seconds"));
         }
         if crate::model::ModelParams::preset(&self.default_preset).is_none() {
             return Err(format!(
@@ -230,5 +276,17 @@ mod tests {
         a.max_batch = 1;
         a.default_preset = "nope".into();
         assert!(a.validate().unwrap_err().contains("--default-preset"));
+    }
+
+    #[test]
+    fn validate_bounds_timeouts_and_connection_limits() {
+        let a = ServeArgs::try_parse_from(["serve", "--header-timeout-secs", "0"]).unwrap();
+        assert!(a.validate().unwrap_err().contains("--header-timeout-secs"));
+        let a = ServeArgs::try_parse_from(["serve", "--body-timeout-secs", "86401"]).unwrap();
+        assert!(a.validate().unwrap_err().contains("--body-timeout-secs"));
+        let a = ServeArgs::try_parse_from(["serve", "--max-connections", "0"]).unwrap();
+        assert!(a.validate().unwrap_err().contains("--max-connections"));
+        let a = ServeArgs::try_parse_from(["serve", "--ws-ping-interval-secs", "86400"]).unwrap();
+        assert!(a.validate().is_ok());
     }
 }

@@ -39,6 +39,9 @@ pub enum ApiError {
     /// 405: the route exists, the method does not.
     #[error("method not allowed on this route")]
     MethodNotAllowed,
+    /// 408: the request body did not arrive within `--body-timeout-secs`.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// 409: a sample earlier than the stream's last timestamp.
     #[error("{0}")]
     OutOfOrder(String),
@@ -125,6 +128,7 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::OutOfOrder(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::InvalidConfig(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -143,6 +147,7 @@ impl ApiError {
             | ApiError::Unavailable { code, .. } => code,
             ApiError::Unauthorized => "unauthorized",
             ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::OutOfOrder(_) => "out_of_order",
             ApiError::TooLarge(_) => "too_large",
             ApiError::InvalidConfig(_) => "invalid_config",
@@ -231,7 +236,12 @@ impl From<crate::store::WalError> for ApiError {
 
 /// Map a body-reading failure (axum's rejection) to our error.
 pub fn body_rejection(e: axum::extract::rejection::BytesRejection) -> ApiError {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+    if crate::server::body_deadline::is_body_deadline(&e) {
+        ApiError::RequestTimeout(format!(
+            "{}; send the body faster or in smaller requests",
+            e.body_text()
+        ))
+    } else if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::TooLarge("request body is larger than the configured limit".into())
     } else {
         ApiError::bad_request("bad_body", e.body_text())
@@ -283,6 +293,7 @@ mod tests {
         let cases = [
             (ApiError::bad_request("bad_json", "x"), 400, "bad_json"),
             (ApiError::Unauthorized, 401, "unauthorized"),
+            (ApiError::RequestTimeout("x".into()), 408, "request_timeout"),
             (ApiError::OutOfOrder("x".into()), 409, "out_of_order"),
             (ApiError::TooLarge("x".into()), 413, "too_large"),
             (ApiError::StreamBusy("x".into()), 429, "stream_busy"),

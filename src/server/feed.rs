@@ -9,20 +9,32 @@
 //!
 //! Filters: `?all=true` (every result, not only anomalies),
 //! `?streams=a,b`, `?min_log_likelihood=0.5`.
+//!
+//! Limits, so idle or dead subscribers cannot pile up: at most
+//! `--max-feed-subscribers` at once (one more is answered 503
+//! `too_many_subscribers` before the upgrade); every
+//! `--ws-ping-interval-secs` the server pings each subscriber, and drops
+//! one that has sent nothing (no pong) for two intervals or that cannot
+//! take a message within two intervals.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{close_code, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::Response;
+use axum::Extension;
 use serde::Deserialize;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, Semaphore};
+use tokio::time::{interval_at, Instant, MissedTickBehavior};
 
+use crate::server::connections::ConnectionSlot;
 use crate::server::error::ApiError;
+use crate::server::ws::{close_with, is_too_big, send_within};
 use crate::server::AppState;
 use crate::store::{Applied, StreamId};
 
@@ -45,15 +57,19 @@ pub struct Feed {
     tx: broadcast::Sender<Arc<FeedEvent>>,
     /// Subscribers with `all=true`; with none, non-anomalies are not sent.
     all_subscribers: Arc<AtomicUsize>,
+    /// One permit per allowed subscriber (`--max-feed-subscribers`).
+    slots: Arc<Semaphore>,
 }
 
 impl Feed {
-    /// A feed buffering `capacity` messages per subscriber.
-    pub fn new(capacity: usize) -> Feed {
+    /// A feed buffering `capacity` messages per subscriber, for at most
+    /// `max_subscribers` subscribers.
+    pub fn new(capacity: usize, max_subscribers: usize) -> Feed {
         let (tx, _) = broadcast::channel(capacity);
         Feed {
             tx,
             all_subscribers: Arc::new(AtomicUsize::new(0)),
+            slots: Arc::new(Semaphore::new(max_subscribers)),
         }
     }
 
@@ -136,18 +152,37 @@ impl Filter {
 pub async fn subscribe(
     State(state): State<Arc<AppState>>,
     query: Result<Query<FeedQuery>, QueryRejection>,
+    connection: Option<Extension<ConnectionSlot>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
     let ws = ws.map_err(crate::server::ws::not_websocket)?;
     let filter = Filter::parse(q)?;
+    let slot = Arc::clone(&state.feed.slots)
+        .try_acquire_owned()
+        .map_err(|_| too_many_subscribers(state.args.max_feed_subscribers))?;
     // Subscribe before answering, so nothing published after the upgrade
     // response is missed.
     let rx = state.feed.tx.subscribe();
     let tracker = state.tasks.clone();
     Ok(ws
-        .max_message_size(4096)
-        .on_upgrade(move |socket| tracker.track_future(run_subscriber(state, socket, rx, filter))))
+        .max_message_size(SUBSCRIBER_MESSAGE_LIMIT)
+        .on_upgrade(move |socket| {
+            tracker.track_future(async move {
+                run_subscriber(state, socket, rx, filter).await;
+                drop((slot, connection));
+            })
+        }))
+}
+
+/// Subscribers only answer pings; anything larger is refused (close 1009).
+const SUBSCRIBER_MESSAGE_LIMIT: usize = 4096;
+
+fn too_many_subscribers(max: usize) -> ApiError {
+    ApiError::Unavailable {
+        code: "too_many_subscribers",
+        message: format!("the feed already has {max} subscribers; retry later"),
+    }
 }
 
 async fn run_subscriber(
@@ -161,6 +196,10 @@ async fn run_subscriber(
         Arc::clone(&state.feed.all_subscribers)
     });
     state.metrics.feed_subscribers(1);
+    let ping_every = Duration::from_secs(state.args.ws_ping_interval_secs);
+    let mut pings = interval_at(Instant::now() + ping_every, ping_every);
+    pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
     loop {
         tokio::select! {
             biased;
@@ -169,9 +208,26 @@ async fn run_subscriber(
                 break;
             }
             incoming = socket.recv() => match incoming {
+                Some(Err(e)) if is_too_big(&e) => {
+                    state.metrics.ws_closed("too_big");
+                    close_with(&mut socket, close_code::SIZE, "a subscriber message over 4096 bytes").await;
+                    break;
+                }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                Some(Ok(_)) => {} // pings are answered by the library; text is ignored
+                // pongs and anything else: the subscriber is alive
+                Some(Ok(_)) => last_heard = Instant::now(),
             },
+            _ = pings.tick() => {
+                if last_heard.elapsed() >= 2 * ping_every {
+                    state.metrics.ws_closed("no_pong");
+                    close_with(&mut socket, close_code::POLICY, "no pong").await;
+                    break;
+                }
+                if !send_within(&mut socket, Message::Ping(Default::default()), 2 * ping_every).await {
+                    state.metrics.ws_closed("slow_reader");
+                    break;
+                }
+            }
             event = rx.recv() => {
                 let text = match event {
                     Ok(e) if filter.accepts(&e) => e.message.clone(),
@@ -182,7 +238,8 @@ async fn run_subscriber(
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
                 };
-                if socket.send(Message::Text(text.into())).await.is_err() {
+                if !send_within(&mut socket, Message::Text(text.into()), 2 * ping_every).await {
+                    state.metrics.ws_closed("slow_reader");
                     break;
                 }
             }

@@ -52,6 +52,11 @@ pub struct Metrics {
     reloads: IntCounter,
     reload_duration: Histogram,
     storage_errors: IntCounterVec,
+    connections_open: IntGauge,
+    connections_refused: IntCounter,
+    accept_errors: IntCounter,
+    http_timeouts: IntCounterVec,
+    ws_closed: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -222,6 +227,32 @@ impl Metrics {
                 ),
                 &["op", "kind"]
             )?),
+            connections_open: reg!(IntGauge::new(
+                "htm_connections_open",
+                "Open client connections (HTTP and WebSocket), bounded by --max-connections."
+            )?),
+            connections_refused: reg!(IntCounter::new(
+                "htm_connections_refused_total",
+                "Connections answered 503 and closed because --max-connections were open."
+            )?),
+            accept_errors: reg!(IntCounter::new(
+                "htm_accept_errors_total",
+                "Failed accepts (e.g. out of file descriptors)."
+            )?),
+            http_timeouts: reg!(IntCounterVec::new(
+                Opts::new(
+                    "htm_http_timeouts_total",
+                    "Requests whose headers (--header-timeout-secs) or body (--body-timeout-secs) did not arrive in time, by phase."
+                ),
+                &["phase"]
+            )?),
+            ws_closed: reg!(IntCounterVec::new(
+                Opts::new(
+                    "htm_ws_closed_by_server_total",
+                    "WebSockets the server closed for a limit, by reason (idle, too_big, no_pong, slow_reader)."
+                ),
+                &["reason"]
+            )?),
             per_stream,
             registry,
         })
@@ -357,6 +388,31 @@ impl crate::store::wal::WalObserver for Metrics {
 }
 
 impl Metrics {
+    /// A connection opened (+1) or closed (-1).
+    pub fn connections_open(&self, delta: i64) {
+        self.connections_open.add(delta);
+    }
+
+    /// A connection was refused for `--max-connections`.
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
+    }
+
+    /// `accept` failed.
+    pub fn accept_error(&self) {
+        self.accept_errors.inc();
+    }
+
+    /// A request's `phase` (`header` or `body`) timed out.
+    pub fn http_timeout(&self, phase: &str) {
+        self.http_timeouts.with_label_values(&[phase]).inc();
+    }
+
+    /// The server closed a WebSocket for `reason`.
+    pub fn ws_closed(&self, reason: &str) {
+        self.ws_closed.with_label_values(&[reason]).inc();
+    }
+
     /// Set the resident-set gauges (sampled at scrape time).
     pub fn set_residency(&self, resident: usize, bytes: u64) {
         self.streams_resident.set(resident as i64);
@@ -423,6 +479,10 @@ mod tests {
         crate::store::ResidencyObserver::evicted(&m);
         crate::store::ResidencyObserver::reloaded(&m, Duration::from_millis(3));
         m.set_residency(2, 4096);
+        m.connections_open(1);
+        m.connection_refused();
+        m.http_timeout("body");
+        m.ws_closed("too_big");
         crate::store::wal::WalObserver::failed(&m, WalOp::Fsync, StorageFault::NoSpace);
         let text = m.render();
         assert!(text.contains("htm_stream_evictions_total 1"));
@@ -436,6 +496,10 @@ mod tests {
         assert!(text.contains("htm_wal_replayed_records_total 7"));
         assert!(text.contains("htm_wal_torn_records_total 1"));
         assert!(text.contains("htm_storage_errors_total{kind=\"no_space\",op=\"wal_fsync\"} 1"));
+        assert!(text.contains("htm_connections_open 1"));
+        assert!(text.contains("htm_connections_refused_total 1"));
+        assert!(text.contains("htm_http_timeouts_total{phase=\"body\"} 1"));
+        assert!(text.contains("htm_ws_closed_by_server_total{reason=\"too_big\"} 1"));
         assert!(text.contains("htm_samples_total 1"));
         assert!(text.contains("htm_anomalies_total 1"));
         assert!(text.contains("htm_feed_dropped_messages_total 3"));

@@ -10,6 +10,8 @@
 //!   wire form of samples and results.
 //! - [`ordered`] — how work reaches a stream: limits, FIFO turn, blocking
 //!   pool.
+//! - [`connections`] — the accept loop: header deadline, connection limit;
+//!   [`body_deadline`] — the time allowed for a request body.
 //! - [`error`] — `ApiError` and the JSON error body.
 //! - [`metrics`] — every metric name; [`auth`] — bearer token;
 //!   [`shutdown`] — signals.
@@ -19,8 +21,10 @@
 //! SIGINT.
 
 pub mod auth;
+pub mod body_deadline;
 pub mod checkpointer;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod feed;
 pub mod health;
@@ -120,7 +124,7 @@ impl AppState {
             ),
             data_dir: DataDir::open(&args.data_dir)?,
             metrics,
-            feed: Feed::new(args.feed_capacity),
+            feed: Feed::new(args.feed_capacity, args.max_feed_subscribers),
             inflight: Arc::new(Semaphore::new(args.max_inflight)),
             workers: Arc::new(Semaphore::new(
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -198,11 +202,7 @@ pub async fn run(
 
     tracing::info!(%addr, data_dir = %state.args.data_dir.display(), "serving");
     let app = routes::router(Arc::clone(&state));
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(state.shutdown.clone().cancelled_owned())
-        .await;
-    // Whatever ended serving, stop the rest too.
-    state.shutdown.cancel();
+    connections::serve(Arc::clone(&state), listener, app).await;
     tracing::info!("no longer accepting; finishing WebSockets and steps in flight");
     state.tasks.close();
     state.tasks.wait().await;
@@ -212,7 +212,6 @@ pub async fn run(
     let loaded = loader
         .await
         .map_err(|e| ServerError::Io(std::io::Error::other(e)))?;
-    served?;
     loaded?;
 
     let worker = Arc::clone(&state);

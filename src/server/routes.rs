@@ -15,7 +15,9 @@ use tower_http::trace::TraceLayer;
 
 use crate::server::error::{json_error_bodies, no_route, ApiError};
 use crate::server::metrics::track_http;
-use crate::server::{auth, checkpointer, feed, health, ingest, streams, ws, AppState};
+use crate::server::{
+    auth, body_deadline, checkpointer, feed, health, ingest, streams, ws, AppState,
+};
 
 /// Every route: (method, path template as in the OpenAPI document).
 pub const ROUTES: &[(&str, &str)] = &[
@@ -65,6 +67,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     protected
         .merge(open)
         .fallback(no_route)
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            body_deadline::limit_body_time,
+        ))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(middleware::from_fn(json_error_bodies))
