@@ -51,16 +51,20 @@
 //!   checkpoint files. The subset then gets one more sample each, reloaded
 //!   from files registered at start by name, and is checked again.
 
+#[path = "../tests/server_support/mod.rs"]
+mod server_support;
+
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use htm_stream::htm::random::Random;
-use htm_stream::server::sample::{parse_timestamp, result_json};
+use htm_stream::server::sample::result_json;
 use htm_stream::store::{Applied, Sample, StreamConfig, StreamId, StreamState, DEFAULT_THRESHOLD};
 use serde_json::{json, Value};
+use server_support::child::ChildServer;
+use server_support::samples::{self, from_wire};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -69,97 +73,36 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-/// The server child process.
-struct Server {
-    child: Child,
-    base: String,
+/// The server binary with `extra` flags, `--durability none` and no
+/// periodic checkpoints.
+fn start_server(dir: &std::path::Path, extra: &[String]) -> ChildServer {
+    let mut flags = vec!["--durability", "none", "--checkpoint-interval-secs", "0"];
+    flags.extend(extra.iter().map(String::as_str));
+    ChildServer::spawn(dir, &flags, |_| false)
 }
 
-impl Server {
-    fn start(dir: &std::path::Path, extra: &[String]) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_htm-stream"))
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(dir)
-            .args(["--durability", "none", "--checkpoint-interval-secs", "0"])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("htm-stream binary");
-        Server {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        }
-    }
+/// Until `/readyz` answers 200 (start-up with 100,000 checkpoint files
+/// takes a while).
+const READY_WITHIN: Duration = Duration::from_secs(3600);
 
-    async fn wait_ready(&self, client: &reqwest::Client) {
-        loop {
-            if let Ok(r) = client.get(format!("{}/readyz", self.base)).send().await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    /// (VmRSS, VmHWM) in bytes.
-    fn memory(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-                .map_or(0, |kb| kb * 1024)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
-    }
-
-    /// SIGTERM and wait: the server writes its final checkpoints.
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
+/// (VmRSS, VmHWM) of process `pid`, in bytes.
+fn memory(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
 }
 
-fn timestamp(h: u64) -> String {
-    let t = chrono::NaiveDate::from_ymd_opt(2026, 11, 27)
-        .unwrap()
-        .and_hms_opt(0, 0, 0)
-        .unwrap()
-        + chrono::Duration::hours(h as i64);
-    format!("{}Z", t.format("%Y-%m-%dT%H:%M:%S"))
-}
-
-/// Sample `h` of stream number `i`, its value a multiple of 1/64 so the
-/// decimal text is exact (the reference must see the server's `f64`).
+/// Sample `h` of stream number `i` (its phase `i % 24` hours), exact in
+/// decimal (the reference must see the server's `f64`).
 fn wire(i: usize, h: u64) -> Value {
-    let phase = (i % 24) as f64;
-    let v = 50.0 + 40.0 * ((h as f64 + phase) * std::f64::consts::TAU / 24.0).sin();
-    json!({ "value": (v * 64.0).round() / 64.0, "timestamp": timestamp(h) })
-}
-
-fn to_sample(v: &Value) -> Sample {
-    Sample {
-        timestamp: parse_timestamp(&v["timestamp"]).unwrap(),
-        value: v["value"].as_f64().unwrap(),
-        learn: None,
-    }
+    let phase = (i % 24) as f64 * std::f64::consts::TAU / 24.0;
+    samples::wire(&samples::sample(h, phase))
 }
 
 fn quantile_ms(sorted: &[f64], q: f64) -> f64 {
@@ -259,23 +202,12 @@ fn histogram_quantile_ms(text: &str, name: &str, q: f64) -> f64 {
         .map_or(f64::NAN, |(le, _)| le * 1e3)
 }
 
-async fn metrics(client: &reqwest::Client, base: &str) -> String {
-    client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 async fn scenario_a(conns: usize) {
     let streams: usize = env_or("HTM_SCALE_STREAMS", 10_000);
     let rounds: u64 = env_or("HTM_SCALE_ROUNDS", 2);
     let budget: u64 = env_or("HTM_SCALE_BUDGET", 4 << 30);
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
+    let mut server = start_server(
         dir.path(),
         &[
             "--max-streams".into(),
@@ -287,16 +219,9 @@ async fn scenario_a(conns: usize) {
         ],
     );
     let client = reqwest::Client::new();
-    server.wait_ready(&client).await;
+    server.wait_ready(&client, READY_WITHIN).await;
     let pid = server.child.id();
-    let (peak, stop) = sample_rss(move || {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
-    });
+    let (peak, stop) = sample_rss(move || memory(pid).0);
     println!("(a) {streams} streams, default preset, --memory-budget-bytes {budget}, {conns} connections");
     let puts = (0..streams)
         .map(|i| {
@@ -331,7 +256,7 @@ async fn scenario_a(conns: usize) {
         let start = Instant::now();
         let (times, _) = drive(&server.base, conns, posts, |_| false).await;
         let took = start.elapsed().as_secs_f64();
-        let m = metrics(&client, &server.base).await;
+        let m = server.metrics(&client).await;
         println!(
             "  round {h}: {took:.1} s, {:.0} samples/s, request p50 {:.1} ms, p99 {:.1} ms; resident {} ({:.2} GB of models), evictions {}, reloads {}",
             streams as f64 / took,
@@ -343,7 +268,7 @@ async fn scenario_a(conns: usize) {
             metric(&m, "htm_stream_reloads_total"),
         );
     }
-    let m = metrics(&client, &server.base).await;
+    let m = server.metrics(&client).await;
     let name = "htm_stream_reload_duration_seconds";
     println!(
         "  reload: {} reloads, mean {:.1} ms, p50 <= {:.1} ms, p99 <= {:.1} ms (bucket bounds)",
@@ -353,7 +278,7 @@ async fn scenario_a(conns: usize) {
         histogram_quantile_ms(&m, name, 0.99)
     );
     stop.store(1, Ordering::Relaxed);
-    let (rss, hwm) = server.memory();
+    let (rss, hwm) = memory(server.child.id());
     println!(
         "  server memory: VmRSS now {:.2} GB, peak sampled {:.2} GB, VmHWM {:.2} GB",
         rss as f64 / 1e9,
@@ -372,9 +297,7 @@ async fn scenario_a(conns: usize) {
     );
     // Killed, not stopped: a final checkpoint of every resident model is
     // not what is measured, and the directory is deleted.
-    let mut child = server.child;
-    let _ = child.kill();
-    let _ = child.wait();
+    server.kill();
 }
 
 fn small_overrides() -> Value {
@@ -396,9 +319,9 @@ async fn scenario_b(conns: usize) {
         "--max-resident-streams".into(),
         resident.to_string(),
     ];
-    let server = Server::start(dir.path(), &flags);
+    let server = start_server(dir.path(), &flags);
     let client = reqwest::Client::new();
-    server.wait_ready(&client).await;
+    server.wait_ready(&client, READY_WITHIN).await;
     println!("(b) {known} known streams, --max-resident-streams {resident}, small model, {conns} connections");
     let put_body = json!({"resolution": 1.0, "overrides": small_overrides()});
     let config = StreamConfig {
@@ -437,7 +360,7 @@ async fn scenario_b(conns: usize) {
     let keep = Arc::clone(&checked);
     let (post_times, answers) = drive(&server.base, conns, posts, move |i| keep.contains(&i)).await;
     let took = start.elapsed().as_secs_f64();
-    let m = metrics(&client, &server.base).await;
+    let m = server.metrics(&client).await;
     println!(
         "  create + one 5-sample batch each: {took:.1} s ({:.0} streams/s); PUT p50 {:.1} ms p99 {:.1} ms; POST p50 {:.1} ms p99 {:.1} ms; resident {}, evictions {}",
         known as f64 / took,
@@ -448,7 +371,7 @@ async fn scenario_b(conns: usize) {
         metric(&m, "htm_streams_resident"),
         metric(&m, "htm_stream_evictions_total"),
     );
-    let (rss, hwm) = server.memory();
+    let (rss, hwm) = memory(server.child.id());
     println!(
         "  server memory: VmRSS {:.2} GB, VmHWM {:.2} GB",
         rss as f64 / 1e9,
@@ -465,7 +388,7 @@ async fn scenario_b(conns: usize) {
             .as_array()
             .unwrap()
             .iter()
-            .map(to_sample)
+            .map(from_wire)
             .collect();
         let mut out: Vec<Applied> = Vec::new();
         st.apply(&samples, &mut out).unwrap();
@@ -484,7 +407,7 @@ async fn scenario_b(conns: usize) {
     );
 
     let start = Instant::now();
-    server.stop();
+    server.terminate();
     println!(
         "  graceful stop (final checkpoints): {:.1} s",
         start.elapsed().as_secs_f64()
@@ -497,13 +420,13 @@ async fn scenario_b(conns: usize) {
         })
         .count();
     let start = Instant::now();
-    let server = Server::start(dir.path(), &flags);
-    server.wait_ready(&client).await;
+    let mut server = start_server(dir.path(), &flags);
+    server.wait_ready(&client, READY_WITHIN).await;
     println!(
         "  start-up with {files} checkpoint files until /readyz: {:.2} s",
         start.elapsed().as_secs_f64()
     );
-    let (rss, _) = server.memory();
+    let (rss, _) = memory(server.child.id());
     println!(
         "  server memory after start: VmRSS {:.2} GB",
         rss as f64 / 1e9
@@ -526,7 +449,7 @@ async fn scenario_b(conns: usize) {
     for (&i, st) in reference.iter_mut() {
         let id = StreamId::new(format!("b{i}")).unwrap();
         let mut out = Vec::new();
-        st.apply(&[to_sample(&wire(i, 5))], &mut out).unwrap();
+        st.apply(&[from_wire(&wire(i, 5))], &mut out).unwrap();
         let want: Value = serde_json::from_str(&result_json(&id, &out[0])).unwrap();
         if answers[&i] != want {
             mismatches += 1;
@@ -537,9 +460,7 @@ async fn scenario_b(conns: usize) {
         quantile_ms(&times, 0.5),
         quantile_ms(&times, 0.99)
     );
-    let mut child = server.child;
-    let _ = child.kill();
-    let _ = child.wait();
+    server.kill();
 }
 
 fn main() {

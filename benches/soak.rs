@@ -39,14 +39,16 @@
 //! feed counts, the memory series and the growth of both over the second
 //! half, and exits non-zero if any request failed.
 
-use std::process::{Child, Command, Stdio};
+#[path = "../tests/server_support/mod.rs"]
+mod server_support;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, NaiveDateTime};
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use server_support::child::ChildServer;
 use tokio_tungstenite::tungstenite::Message;
 
 const WARMUP: u64 = 450;
@@ -319,46 +321,21 @@ fn quantile_ms(sorted: &[u32], q: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
-/// Start the server binary; returns it and its address.
-async fn start_server(dir: &std::path::Path, checkpoint_secs: u64) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_htm-stream"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .args(["--durability", "fsync", "--checkpoint-interval-secs"])
-        .arg(checkpoint_secs.to_string())
-        .args(["--log-format", "json"])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("server binary starts");
-    let stdout = tokio::process::ChildStdout::from_std(child.stdout.take().unwrap()).unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("server logs its address");
-        if let Some(rest) = line.split("\"addr\":\"").nth(1) {
-            break rest.split('"').next().unwrap().to_string();
-        }
-    };
-    // Keep draining its log so it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let base = format!("http://{addr}");
-    let client = reqwest::Client::new();
-    for _ in 0..600 {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
-            if r.status().is_success() {
-                return (child, base);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("server did not become ready");
+/// Start the server binary (checkpoints every `checkpoint_secs`) and wait
+/// until it is ready.
+async fn start_server(dir: &std::path::Path, checkpoint_secs: u64) -> ChildServer {
+    let checkpoint_secs = checkpoint_secs.to_string();
+    let flags = [
+        "--durability",
+        "fsync",
+        "--checkpoint-interval-secs",
+        &checkpoint_secs,
+    ];
+    let server = ChildServer::spawn(dir, &flags, |_| false);
+    server
+        .wait_ready(&reqwest::Client::new(), Duration::from_secs(30))
+        .await;
+    server
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
@@ -368,10 +345,11 @@ async fn main() {
     let http_streams: usize = env_or("HTM_SOAK_STREAMS", 48);
     let checkpoint_secs: u64 = env_or("HTM_SOAK_CHECKPOINT_SECS", 60);
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, base) = start_server(dir.path(), checkpoint_secs).await;
+    let mut server = start_server(dir.path(), checkpoint_secs).await;
+    let base = server.base.clone();
     let client = reqwest::Client::new();
     let ws_base = base.replacen("http", "ws", 1);
-    let pid = child.id();
+    let pid = server.child.id();
     let total_streams = http_streams + BATCH_STREAMS + WS_STREAMS;
     println!(
         "soak: {secs} s at {rate} samples/s offered; {total_streams} streams; server pid {pid}"
@@ -495,8 +473,7 @@ async fn main() {
         Ok(r) => r.text().await.unwrap_or_default(),
         Err(_) => String::new(),
     };
-    let _ = child.kill();
-    let _ = child.wait();
+    server.kill();
 
     println!();
     println!("| kind | requests | samples/s | p50 ms | p99 ms | p99.9 ms | errors |");

@@ -29,7 +29,9 @@ use std::sync::OnceLock;
 use chrono::NaiveDate;
 use htm_stream::server::sample::{parse_json, parse_ndjson};
 use htm_stream::store::checkpoint::{self, CheckpointError, HEADER_LEN};
-use htm_stream::store::wal::{encode_record, parse_segment, Entry, EntryRef, RECORD_HEADER_LEN};
+use htm_stream::store::wal::{
+    encode_record, frame_record, parse_segment, Entry, RECORD_HEADER_LEN,
+};
 use htm_stream::store::{Sample, StreamConfig, StreamId, StreamState, DEFAULT_THRESHOLD};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -257,23 +259,6 @@ fn entries() -> Vec<Entry> {
     ]
 }
 
-fn entry_ref(e: &Entry) -> EntryRef<'_> {
-    match e {
-        Entry::Samples {
-            stream,
-            config,
-            samples,
-        } => EntryRef::Samples {
-            stream,
-            config: config.as_ref(),
-            samples,
-        },
-        Entry::Put { stream, config } => EntryRef::Put { stream, config },
-        Entry::Reset { stream } => EntryRef::Reset { stream },
-        Entry::Delete { stream } => EntryRef::Delete { stream },
-    }
-}
-
 /// The first LSN of the segments built here.
 const FIRST_LSN: u64 = 41;
 
@@ -284,7 +269,7 @@ fn valid_payloads() -> Vec<Vec<u8>> {
         .enumerate()
         .map(|(i, e)| {
             let mut rec = Vec::new();
-            encode_record(FIRST_LSN + i as u64, &entry_ref(e), &mut rec).unwrap();
+            encode_record(FIRST_LSN + i as u64, &e.as_entry_ref(), &mut rec).unwrap();
             rec[RECORD_HEADER_LEN..].to_vec()
         })
         .collect()
@@ -294,12 +279,7 @@ fn valid_payloads() -> Vec<Vec<u8>> {
 fn frame(payloads: &[Vec<u8>]) -> Vec<u8> {
     let mut out = Vec::new();
     for (i, payload) in payloads.iter().enumerate() {
-        let lsn = FIRST_LSN + i as u64;
-        let mut body = lsn.to_le_bytes().to_vec();
-        body.extend_from_slice(payload);
-        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        out.extend_from_slice(&body);
+        frame_record(FIRST_LSN + i as u64, payload, &mut out);
     }
     out
 }
@@ -319,7 +299,7 @@ fn check_segment(bytes: &[u8]) -> Result<usize, TestCaseError> {
     let mut rec = Vec::new();
     for (i, (lsn, entry)) in parsed.records.iter().enumerate() {
         prop_assert_eq!(*lsn, FIRST_LSN + i as u64);
-        encode_record(*lsn, &entry_ref(entry), &mut rec).unwrap();
+        encode_record(*lsn, &entry.as_entry_ref(), &mut rec).unwrap();
         again.extend_from_slice(&rec);
     }
     // The records read back are the records written again (their encoding

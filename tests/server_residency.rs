@@ -6,43 +6,11 @@
 
 mod server_support;
 
-use htm_stream::server::sample::{parse_timestamp, result_json};
-use htm_stream::store::{Applied, Sample, StreamConfig, StreamId, StreamState, DEFAULT_THRESHOLD};
+use htm_stream::server::sample::result_json;
+use htm_stream::store::{Applied, StreamId, StreamState};
 use serde_json::{json, Value};
-use server_support::{assert_error, hour, TestServer};
-
-/// A daily sine wave at hour `h`, rounded to 1/64 so the decimal text is
-/// exact: the reference model must see the very `f64` the server parsed.
-fn sine(h: u64) -> Value {
-    let v = 50.0 + 40.0 * (h as f64 * std::f64::consts::TAU / 24.0).sin();
-    json!({ "value": (v * 64.0).round() / 64.0, "timestamp": hour(h) })
-}
-
-/// A small model, so the test runs in seconds; the residency code does not
-/// depend on the model's size.
-fn small_overrides() -> Value {
-    json!({
-        "value_encoder": {"size": 200, "active_bits": 11},
-        "sp": {"column_dimensions": [128], "num_active_columns_per_inh_area": 6},
-        "tm": {"cells_per_column": 8}
-    })
-}
-
-/// The configuration the server builds from `PUT {"overrides": ...}`.
-fn small_config() -> StreamConfig {
-    StreamConfig {
-        overrides: small_overrides().to_string(),
-        ..StreamConfig::with_preset("default", DEFAULT_THRESHOLD)
-    }
-}
-
-fn wire_to_sample(v: &Value) -> Sample {
-    Sample {
-        timestamp: parse_timestamp(&v["timestamp"]).unwrap(),
-        value: v["value"].as_f64().unwrap(),
-        learn: None,
-    }
-}
+use server_support::samples::{from_wire, put_body, small_config};
+use server_support::{assert_error, sine, TestServer};
 
 fn counter(metrics: &str, name: &str) -> u64 {
     metrics
@@ -70,7 +38,7 @@ async fn round_robin_over_six_streams_with_two_resident_is_bit_identical() {
         .map(|n| StreamState::new(StreamId::new(n.as_str()).unwrap(), small_config()).unwrap())
         .collect();
     for n in &names {
-        let (st, _) = s.put(n, &json!({ "overrides": small_overrides() })).await;
+        let (st, _) = s.put(n, &put_body(&small_config())).await;
         assert_eq!(st, 201);
     }
     for h in 0..30u64 {
@@ -80,9 +48,7 @@ async fn round_robin_over_six_streams_with_two_resident_is_bit_identical() {
             let (st, got) = s.post(n, &wire).await;
             assert_eq!(st, 200, "{got}");
             let mut out: Vec<Applied> = Vec::new();
-            reference[i]
-                .apply(&[wire_to_sample(&wire)], &mut out)
-                .unwrap();
+            reference[i].apply(&[from_wire(&wire)], &mut out).unwrap();
             let want: Value =
                 serde_json::from_str(&result_json(&reference[i].id, &out[0])).unwrap();
             assert_eq!(got, want, "stream {n}, sample {h}");
@@ -126,7 +92,7 @@ async fn round_robin_over_six_streams_with_two_resident_is_bit_identical() {
 async fn every_operation_reloads_an_evicted_stream() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(dir.path(), &["--max-resident-streams", "1"]).await;
-    let put = json!({ "overrides": small_overrides() });
+    let put = put_body(&small_config());
     for n in ["a", "b", "c", "d"] {
         assert_eq!(s.put(n, &put).await.0, 201);
         for h in 0..3 {
@@ -138,13 +104,7 @@ async fn every_operation_reloads_an_evicted_stream() {
     let (st, desc) = s.get("/streams/a").await;
     assert_eq!((st, desc["stats"]["samples"].as_u64()), (200, Some(3)));
     // reset reloads b: an earlier timestamp is then accepted.
-    let r = s
-        .client
-        .post(s.url("/streams/b/reset"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(s.reset("b").await.0, 200);
     let (st, res) = s.post("b", &sine(0)).await;
     assert_eq!((st, res["step"].as_u64()), (200, Some(4)));
     // PUT replaces evicted c with a fresh model.
@@ -152,8 +112,7 @@ async fn every_operation_reloads_an_evicted_stream() {
     assert_eq!((st, desc["stats"]["samples"].as_u64()), (200, Some(0)));
     // DELETE of evicted d removes it and its checkpoint.
     assert!(dir.path().join("d.ckpt").exists());
-    let r = s.client.delete(s.url("/streams/d")).send().await.unwrap();
-    assert_eq!(r.status(), 204);
+    assert_eq!(s.delete("d").await.0, 204);
     assert!(!dir.path().join("d.ckpt").exists());
     let (st, body) = s.get("/streams/d").await;
     assert_error(st, &body, 404, "stream_not_found");
@@ -164,7 +123,7 @@ async fn every_operation_reloads_an_evicted_stream() {
 #[tokio::test]
 async fn a_restart_registers_streams_without_decoding_them_and_continues_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let put = json!({ "overrides": small_overrides() });
+    let put = put_body(&small_config());
     let s = TestServer::start(dir.path(), &[]).await;
     for i in 0..6 {
         let n = format!("r{i}");
@@ -195,7 +154,7 @@ async fn a_restart_registers_streams_without_decoding_them_and_continues_exactly
 async fn a_failed_checkpoint_keeps_its_stream_resident() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(dir.path(), &["--max-resident-streams", "1"]).await;
-    let put = json!({ "overrides": small_overrides() });
+    let put = put_body(&small_config());
     assert_eq!(s.put("a", &put).await.0, 201);
     assert_eq!(s.post("a", &sine(0)).await.0, 200);
     // a's checkpoint cannot be renamed into place: a directory is there.
@@ -226,7 +185,7 @@ async fn a_flood_of_new_stream_ids_hits_the_limit_with_429() {
         &["--max-streams", "3", "--max-resident-streams", "1"],
     )
     .await;
-    let put = json!({ "overrides": small_overrides() });
+    let put = put_body(&small_config());
     for i in 0..3 {
         assert_eq!(s.put(&format!("k{i}"), &put).await.0, 201);
     }
@@ -236,8 +195,7 @@ async fn a_flood_of_new_stream_ids_hits_the_limit_with_429() {
         let (st, body) = s.put(&format!("new{i}"), &put).await;
         assert_error(st, &body, 429, "too_many_streams");
     }
-    let r = s.client.post(s.url("/checkpoint")).send().await.unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(s.checkpoint().await.0, 200);
     let files = std::fs::read_dir(dir.path())
         .unwrap()
         .filter(|e| {

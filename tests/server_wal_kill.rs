@@ -20,23 +20,22 @@
 //! ```
 //! `HTM_KILL_SEED` fixes the random kill moments and batch sizes.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+mod server_support;
 
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use std::time::Duration;
 use tokio::sync::Mutex as AsyncMutex;
 
-use chrono::{NaiveDate, NaiveDateTime};
 use htm_stream::server::sample::result_json;
-use htm_stream::store::{Sample, StreamConfig, StreamId, StreamState, ValueRange};
-use serde_json::{json, Value};
+use htm_stream::store::{Sample, StreamId, StreamState};
+use serde_json::Value;
+use server_support::child::ChildServer;
+use server_support::samples::{put_body, sample, small_config, wire};
 
 const STREAMS: usize = 4;
 const POLICIES: [&str; 3] = ["fsync", "group", "none"];
-const OVERRIDES: &str = r#"{"value_encoder":{"size":100,"active_bits":7},"sp":{"column_dimensions":[64],"num_active_columns_per_inh_area":4},"tm":{"cells_per_column":8}}"#;
 
 /// A tiny xorshift generator: the test's own randomness, seedable.
 struct Rng(u64);
@@ -54,111 +53,22 @@ impl Rng {
     }
 }
 
-struct Server {
-    child: Child,
-    base: String,
-    /// Log lines of interest (replay summary, panics), from the reader thread.
-    log: Arc<Mutex<Vec<Value>>>,
-}
-
-fn start(dir: &Path, policy: &str) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_htm-stream"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .args([
-            "--durability",
-            policy,
-            "--checkpoint-interval-secs",
-            "1",
-            "--wal-segment-bytes",
-            "4096",
-            "--log-format",
-            "json",
-        ])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the htm-stream binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let keep = Arc::clone(&log);
-    std::thread::spawn(move || {
-        // Read to the end so the server never blocks on a full pipe.
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            let msg = v["fields"]["message"].as_str().unwrap_or_default();
-            if msg == "serving" {
-                let _ = tx.send(v["fields"]["addr"].as_str().unwrap_or_default().into());
-            }
-            if msg.contains("write-ahead log") || line.contains("panicked") {
-                keep.lock().unwrap().push(v);
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("server logs its address");
-    Server {
-        child,
-        base: format!("http://{addr}"),
-        log,
-    }
-}
-
-async fn wait_ready(client: &reqwest::Client, server: &Server) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Ok(r) = client.get(format!("{}/readyz", server.base)).send().await {
-            if r.status() == 200 {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("server did not become ready");
-}
-
-fn t0() -> NaiveDateTime {
-    NaiveDate::from_ymd_opt(2026, 11, 27)
-        .unwrap()
-        .and_hms_opt(0, 0, 0)
-        .unwrap()
-}
-
-/// Sample number `h` of a stream: hourly, values in halves (exact in JSON).
-fn sample(h: u64, stream: usize) -> Sample {
-    let x = 50.0 + 40.0 * (h as f64 * std::f64::consts::TAU / 24.0 + stream as f64).sin();
-    Sample {
-        timestamp: t0() + chrono::Duration::hours(h as i64),
-        value: (x * 2.0).round() / 2.0,
-        learn: None,
-    }
-}
-
-fn wire(s: &Sample) -> Value {
-    json!({
-        "value": s.value,
-        "timestamp": format!("{}Z", s.timestamp.format("%Y-%m-%dT%H:%M:%S")),
+/// The server binary with `policy`, checkpoints every second and 4 KiB
+/// segments; its log lines about the write-ahead log (replay summary) and
+/// panics are kept.
+fn start(dir: &std::path::Path, policy: &str) -> ChildServer {
+    let flags = [
+        "--durability",
+        policy,
+        "--checkpoint-interval-secs",
+        "1",
+        "--wal-segment-bytes",
+        "4096",
+    ];
+    ChildServer::spawn(dir, &flags, |v| {
+        let message = v["fields"]["message"].as_str().unwrap_or_default();
+        message.contains("write-ahead log") || v.to_string().contains("panicked")
     })
-}
-
-fn config() -> StreamConfig {
-    StreamConfig {
-        preset: "default".into(),
-        value_range: Some(ValueRange {
-            min: 0.0,
-            max: 100.0,
-        }),
-        resolution: None,
-        overrides: OVERRIDES.into(),
-        threshold: 0.5,
-        learn: true,
-    }
 }
 
 /// The load generator's view of one stream.
@@ -199,7 +109,9 @@ async fn load(
         let (id, batch) = {
             let mut t = track.lock().await;
             let k = 1 + rng.below(3);
-            let batch: Vec<Sample> = (t.next..t.next + k).map(|h| sample(h, stream)).collect();
+            let batch: Vec<Sample> = (t.next..t.next + k)
+                .map(|h| sample(h, stream as f64))
+                .collect();
             t.next += k;
             t.in_flight = Some(batch.clone());
             (t.id.clone(), batch)
@@ -257,7 +169,7 @@ async fn run(kills: usize) -> Totals {
         .map(|i| {
             let id = StreamId::new(format!("sensor-{i}")).unwrap();
             Arc::new(AsyncMutex::new(Track {
-                reference: StreamState::new(id.clone(), config()).unwrap(),
+                reference: StreamState::new(id.clone(), small_config()).unwrap(),
                 id,
                 acked: Vec::new(),
                 in_flight: None,
@@ -267,16 +179,12 @@ async fn run(kills: usize) -> Totals {
         .collect();
 
     let mut server = start(dir.path(), POLICIES[0]);
-    wait_ready(&client, &server).await;
+    server.wait_ready(&client, Duration::from_secs(60)).await;
     for t in &tracks {
         let id = t.lock().await.id.clone();
         let r = client
             .put(format!("{}/streams/{id}", server.base))
-            .json(&json!({
-                "value_range": {"min": 0, "max": 100},
-                "overrides": serde_json::from_str::<Value>(OVERRIDES).unwrap(),
-                "threshold": 0.5,
-            }))
+            .json(&put_body(&small_config()))
             .send()
             .await
             .unwrap();
@@ -286,14 +194,7 @@ async fn run(kills: usize) -> Totals {
     for round in 0..=kills {
         if round > 0 {
             // Check every stream against its reference, then probe it.
-            let metrics = client
-                .get(format!("{}/metrics", server.base))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let metrics = server.metrics(&client).await;
             totals.replayed_records += counter(&metrics, "htm_wal_replayed_records_total");
             totals.torn_records += counter(&metrics, "htm_wal_torn_records_total");
             for (i, t) in tracks.iter().enumerate() {
@@ -327,7 +228,7 @@ async fn run(kills: usize) -> Totals {
                         t.id
                     ),
                 }
-                let probe = sample(t.next, i);
+                let probe = sample(t.next, i as f64);
                 t.next += 1;
                 let r = client
                     .post(format!("{}/streams/{}", server.base, t.id))
@@ -370,8 +271,7 @@ async fn run(kills: usize) -> Totals {
             .collect();
         let after = Duration::from_millis(150 + rng.below(1350));
         tokio::time::sleep(after).await;
-        server.child.kill().unwrap();
-        server.child.wait().unwrap();
+        server.kill();
         totals.kills += 1;
         stop.store(true, Ordering::Release);
         for task in tasks {
@@ -379,17 +279,15 @@ async fn run(kills: usize) -> Totals {
         }
         assert!(
             !server
-                .log
-                .lock()
-                .unwrap()
+                .kept()
                 .iter()
                 .any(|v| v.to_string().contains("panicked")),
             "the server panicked"
         );
         let policy = POLICIES[(round + 1) % POLICIES.len()];
         server = start(dir.path(), policy);
-        wait_ready(&client, &server).await;
-        let replay = server.log.lock().unwrap().clone();
+        server.wait_ready(&client, Duration::from_secs(60)).await;
+        let replay = server.kept();
         eprintln!(
             "kill {} after {} ms; restarted with --durability {policy}: {}",
             round + 1,
@@ -401,8 +299,7 @@ async fn run(kills: usize) -> Totals {
                 .join(" ")
         );
     }
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
+    server.kill();
     eprintln!(
         "kill test totals: {} kills, {} acknowledged samples, {} lost, {} of {} in-flight batches \
          found applied, {} probe outputs bit-identical, {} records replayed, {} torn records dropped",

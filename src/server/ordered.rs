@@ -15,7 +15,9 @@
 //!    reloads is slowed down rather than let past the memory budget).
 //!
 //! [`on_stream_logged`] splits step 3 for changes the write-ahead log must
-//! hold first: log, wait until durable (still holding the turn), apply.
+//! hold first: log, wait until durable (still holding the turn), apply. A
+//! stream that such a request created is removed again if its change is
+//! refused, so a refused request leaves nothing behind.
 //!
 //! A stream deleted between lookup and lock is looked up again.
 
@@ -25,7 +27,7 @@ use std::sync::Arc;
 use crate::server::config::Durability;
 use crate::server::error::ApiError;
 use crate::server::AppState;
-use crate::store::{Slot, Stream, StreamId, StreamState};
+use crate::store::{checkpoint, CheckpointError, Slot, Stream, StreamId, StreamState};
 
 /// Decrements a stream's pending count when dropped.
 struct Pending(Arc<Stream>);
@@ -202,11 +204,13 @@ enum Logged<T, R> {
 }
 
 /// Like [`on_stream`] for a change that the write-ahead log must hold
-/// before the state changes: `log` appends the record (and returns what
-/// `apply` needs); once the record is as durable as `--durability`
+/// before the state changes: `log` appends the record and returns its LSN
+/// (0 when there is nothing to log: `apply` then runs at once) and what
+/// `apply` needs; once the record is as durable as `--durability`
 /// requires, `apply` changes the state, still in this request's turn. A
 /// record that fails to become durable is never applied, so the state
-/// only ever reflects acknowledged changes. Once logged, the rest runs in
+/// only ever reflects acknowledged changes, and a stream this request
+/// created for the change is removed again. Once logged, the rest runs in
 /// a tracked task, so a client that goes away cannot leave a logged
 /// change unapplied.
 pub async fn on_stream_logged<T, R, L, A>(
@@ -234,19 +238,24 @@ where
         let (log, first_apply) = (Arc::clone(&log), Arc::clone(&apply));
         let logged = run_locked(state, &admitted.stream, move |s, slot| {
             let (lsn, t) = log(s, slot)?;
-            s.set_unapplied_lsn(lsn);
-            if immediate {
-                s.set_unapplied_lsn(0);
+            if immediate || lsn == 0 {
                 Ok(Logged::Applied(first_apply(s, slot, t)?))
             } else {
+                s.set_unapplied_lsn(lsn);
                 Ok(Logged::Pending(lsn, t))
             }
         })
-        .await?;
+        .await;
         let (lsn, t) = match logged {
-            None => continue,
-            Some(Logged::Applied(r)) => return Ok((r, admitted.created)),
-            Some(Logged::Pending(lsn, t)) => (lsn, t),
+            Ok(None) => continue,
+            Ok(Some(Logged::Applied(r))) => return Ok((r, admitted.created)),
+            Ok(Some(Logged::Pending(lsn, t))) => (lsn, t),
+            Err(e) => {
+                if admitted.created {
+                    forget_unlogged(state, &admitted.stream).await;
+                }
+                return Err(e);
+            }
         };
         let worker = Arc::clone(state);
         let apply = Arc::clone(&apply);
@@ -263,7 +272,12 @@ where
                 Ok(()) => run_locked(&worker, &stream, move |s, slot| apply(s, slot, t))
                     .await
                     .and_then(|r| r.ok_or_else(|| ApiError::stream_not_found(&stream_id))),
-                Err(e) => Err(e),
+                Err(e) => {
+                    if created {
+                        forget_unlogged(&worker, &stream).await;
+                    }
+                    Err(e)
+                }
             };
             stream.set_unapplied_lsn(0);
             result
@@ -274,6 +288,45 @@ where
         return Ok((r, created));
     }
     Err(churn(id))
+}
+
+/// Remove `stream`, created by a request whose change was then refused,
+/// if no change of it was ever applied (its state is still the one it was
+/// created with, which no log record holds): otherwise it would be listed,
+/// checkpointed and found after a restart although no request succeeded.
+/// Called while the request still holds the stream's turn; requests queued
+/// behind it find it deleted and look the id up again.
+async fn forget_unlogged(state: &Arc<AppState>, stream: &Arc<Stream>) {
+    let worker = Arc::clone(state);
+    let stream = Arc::clone(stream);
+    let forgotten = state.tasks.spawn_blocking(move || {
+        let _io = stream.lock_io();
+        let mut slot = stream.lock();
+        if !matches!(&*slot, Slot::Ready(st) if st.wal_lsn == 0) {
+            return;
+        }
+        if !stream.is_dirty() {
+            // The periodic checkpointer wrote it meanwhile: that file goes
+            // too (nothing to remove otherwise, which matters on a
+            // read-only disk).
+            let path = worker.data_dir.path_for(stream.id());
+            let removed = std::fs::remove_file(&path)
+                .map_err(|source| CheckpointError::Io {
+                    path: path.clone(),
+                    source,
+                })
+                .and_then(|()| checkpoint::sync_parent(&path));
+            if let Err(e) = removed {
+                tracing::warn!(stream = %stream.id(), error = %e, "refused new stream removed, but not its checkpoint");
+            }
+        }
+        *slot = Slot::Deleted;
+        stream.mark_changed();
+        worker.registry.remove(stream.id(), &stream);
+    });
+    if let Err(e) = forgotten.await {
+        tracing::error!(error = %e, "removing a refused new stream failed");
+    }
 }
 
 /// The ready state of a slot, or the error it answers with.

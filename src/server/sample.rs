@@ -308,4 +308,39 @@ mod tests {
         let e = parse_json(b"[{\"value\":1},{\"valu\":2}]", 5).unwrap_err();
         assert!(e.to_string().starts_with("sample 1:"), "{e}");
     }
+
+    /// A value is the `f64` nearest to its decimal text, as a client's own
+    /// parser reads it: serde_json without `float_roundtrip` reads
+    /// `117.63331139400017` one ulp low (serde-rs/json#604).
+    #[test]
+    fn values_are_the_nearest_f64_to_their_text() {
+        for text in [
+            "117.63331139400017",
+            "98.88339545701953",
+            "0.09144338512092887",
+        ] {
+            let exact: f64 = text.parse().unwrap();
+            let body = format!(r#"{{"value": {text}}}"#);
+            let (_, json) = parse_json(body.as_bytes(), 1).unwrap();
+            let ndjson = parse_ndjson(body.as_bytes(), 1).unwrap();
+            for got in [json[0].value, ndjson[0].value] {
+                assert_eq!(got.to_bits(), exact.to_bits(), "{text} read as {got:?}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Every finite `f64`, written as the shortest text that reads back
+        /// as itself (Rust's and serde_json's writers), is read back exactly.
+        #[test]
+        fn every_written_f64_reads_back_exactly(bits in proptest::num::u64::ANY) {
+            let value = f64::from_bits(bits);
+            proptest::prop_assume!(value.is_finite());
+            for text in [format!("{value:?}"), json!(value).to_string()] {
+                let body = format!(r#"{{"value": {text}}}"#);
+                let (_, s) = parse_json(body.as_bytes(), 1).unwrap();
+                proptest::prop_assert_eq!(s[0].value.to_bits(), bits, "{}", text);
+            }
+        }
+    }
 }

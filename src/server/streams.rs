@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use crate::server::config::Durability;
 use crate::server::error::{body_rejection, ApiError};
-use crate::server::ordered::{on_stream, ready, Find};
+use crate::server::ordered::{on_stream, on_stream_logged, ready, Find};
 use crate::server::AppState;
 use crate::store::wal::EntryRef;
 use crate::store::{ConfigError, Slot, Stream, StreamConfig, StreamId, StreamState, ValueRange};
@@ -94,7 +94,9 @@ pub fn describe(stream: &Stream, st: &StreamState) -> Value {
     })
 }
 
-/// `PUT /streams/{id}`: 201 when created, 200 when replaced.
+/// `PUT /streams/{id}`: 201 when created, 200 when replaced. The new
+/// configuration is logged, and the stream replaced only once the record
+/// is durable: a refused `PUT` leaves the stream as it was (or absent).
 pub async fn put(
     State(state): State<Arc<AppState>>,
     Path(raw_id): Path<String>,
@@ -109,22 +111,27 @@ pub async fn put(
     let metrics = state.metrics.clone();
     state.wal()?;
     let worker = Arc::clone(&state);
-    let ((desc, lsn), created) =
-        on_stream(&state, &id, Find::OrCreate(&make), move |stream, slot| {
-            // Unchanged only if it is this configuration, untouched, and its
-            // creation is already logged.
-            let replaced_current = match slot {
-                Slot::Ready(st) => {
-                    st.config == fresh.config && st.model.steps() == 0 && st.wal_lsn != 0
-                }
-                _ => false,
-            };
-            let mut lsn = 0;
-            if !replaced_current {
-                lsn = worker.wal()?.append(&EntryRef::Put {
-                    stream: stream.id(),
-                    config: &fresh.config,
-                })?;
+    let logged_config = fresh.config.clone();
+    let (desc, created) = on_stream_logged(
+        &state,
+        &id,
+        Find::OrCreate(&make),
+        move |stream, slot| {
+            // Unchanged only if it is this configuration, untouched, and
+            // its creation is already logged: nothing to log (LSN 0).
+            let unchanged = matches!(slot, Slot::Ready(st)
+                if st.config == logged_config && st.model.steps() == 0 && st.wal_lsn != 0);
+            if unchanged {
+                return Ok((0, 0));
+            }
+            let lsn = worker.wal()?.append(&EntryRef::Put {
+                stream: stream.id(),
+                config: &logged_config,
+            })?;
+            Ok((lsn, lsn))
+        },
+        move |stream, slot, lsn| {
+            if lsn != 0 {
                 if matches!(slot, Slot::Broken(_)) {
                     metrics.checkpoint_replaced(stream.id());
                 }
@@ -133,15 +140,11 @@ pub async fn put(
                 *slot = Slot::Ready(Box::new(st));
                 stream.mark_changed();
             }
-            let Slot::Ready(st) = slot else {
-                unreachable!("just set")
-            };
-            Ok((describe(stream, st), lsn))
-        })
-        .await?;
-    if lsn != 0 {
-        state.acknowledge(lsn).await?;
-    }
+            let st = ready(stream.id(), slot)?;
+            Ok(describe(stream, st))
+        },
+    )
+    .await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -257,7 +260,8 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /streams/{id}/reset`: the next sample starts a new sequence.
+/// `POST /streams/{id}/reset`: the next sample starts a new sequence. Logged
+/// first; the model is reset only once the record is durable.
 pub async fn reset(
     State(state): State<Arc<AppState>>,
     Path(raw_id): Path<String>,
@@ -265,19 +269,169 @@ pub async fn reset(
     let id = StreamId::new(raw_id)?;
     state.wal()?;
     let worker = Arc::clone(&state);
-    let ((step, lsn), _) = on_stream(&state, &id, Find::Existing, move |stream, slot| {
-        let st = ready(stream.id(), slot)?;
-        let lsn = worker.wal()?.append(&EntryRef::Reset {
-            stream: stream.id(),
-        })?;
-        st.reset();
-        st.wal_lsn = lsn;
-        stream.mark_changed();
-        Ok((st.model.steps(), lsn))
-    })
+    let (step, _) = on_stream_logged(
+        &state,
+        &id,
+        Find::Existing,
+        move |stream, slot| {
+            ready(stream.id(), slot)?;
+            let lsn = worker.wal()?.append(&EntryRef::Reset {
+                stream: stream.id(),
+            })?;
+            Ok((lsn, lsn))
+        },
+        |stream, slot, lsn| {
+            let st = ready(stream.id(), slot)?;
+            st.reset();
+            st.wal_lsn = lsn;
+            stream.mark_changed();
+            Ok(st.model.steps())
+        },
+    )
     .await?;
-    state.acknowledge(lsn).await?;
     Ok(Json(
         json!({ "id": id.as_str(), "reset": true, "step": step }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    //! Log → durable → apply for `PUT` and reset, with the log's fsync
+    //! failed between the append and the (delayed) group fsync — the case
+    //! a full or read-only disk cannot produce (those fail the append).
+
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::http::{Method, Request};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::server::{checkpointer, routes, ServeArgs};
+    use crate::store::StorageFault;
+
+    /// A ready server state on `dir` whose group fsync waits a second, so
+    /// a test can fail the log after a record is appended and before it is
+    /// synced.
+    fn state(dir: &std::path::Path) -> Arc<AppState> {
+        let args = ServeArgs::try_parse_from([
+            "serve",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--durability",
+            "group",
+            "--group-commit-ms",
+            "1000",
+            "--checkpoint-interval-secs",
+            "0",
+        ])
+        .unwrap();
+        let state = AppState::new(args).unwrap();
+        checkpointer::load(&state).unwrap();
+        state.ready.store(true, Ordering::Release);
+        Arc::new(state)
+    }
+
+    /// Send a request through the router; (status, JSON body).
+    async fn call(state: &Arc<AppState>, method: Method, path: &str, body: Value) -> (u16, Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let response = routes::router(Arc::clone(state))
+            .oneshot(request)
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Send a request and fail the log's fsync as soon as its record is
+    /// appended (the group fsync is a second away), so the record is lost.
+    async fn call_losing_its_record(
+        state: &Arc<AppState>,
+        method: Method,
+        path: &str,
+        body: Value,
+    ) -> (u16, Value) {
+        let wal = state.wal().unwrap();
+        let before = wal.next_lsn();
+        let request = tokio::spawn({
+            let (state, path) = (Arc::clone(state), path.to_owned());
+            async move { call(&state, method, &path, body).await }
+        });
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while wal.next_lsn() == before {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the request appends its record");
+        wal.inject_fsync_failure(StorageFault::Io);
+        request.await.unwrap()
+    }
+
+    fn assert_wal_unavailable(status: u16, body: &Value) {
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"]["code"], "wal_unavailable", "{body}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_put_or_reset_whose_record_is_lost_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path());
+        let (status, _) = call(&state, Method::PUT, "/streams/s", json!({"threshold": 0.5})).await;
+        assert_eq!(status, 201);
+        let batch = json!([
+            {"value": 1.0, "timestamp": "2026-11-27T01:00:00"},
+            {"value": 2.0, "timestamp": "2026-11-27T02:00:00"},
+        ]);
+        assert_eq!(call(&state, Method::POST, "/streams/s", batch).await.0, 200);
+
+        // Replacing the configuration: refused, the stream as it was.
+        let (status, body) =
+            call_losing_its_record(&state, Method::PUT, "/streams/s", json!({"threshold": 0.9}))
+                .await;
+        assert_wal_unavailable(status, &body);
+        let (_, desc) = call(&state, Method::GET, "/streams/s", Value::Null).await;
+        assert_eq!(desc["config"]["threshold"], 0.5, "{desc}");
+        assert_eq!(desc["stats"]["samples"], 2, "{desc}");
+
+        // Reset: refused, so an earlier timestamp is still out of order.
+        let (status, body) =
+            call_losing_its_record(&state, Method::POST, "/streams/s/reset", Value::Null).await;
+        assert_wal_unavailable(status, &body);
+        let earlier = json!({"value": 1.0, "timestamp": "2026-11-27T00:00:00"});
+        let (status, body) = call(&state, Method::POST, "/streams/s", earlier).await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (409, &json!("out_of_order"))
+        );
+
+        // Creating a stream: refused, no stream left behind.
+        let (status, body) =
+            call_losing_its_record(&state, Method::PUT, "/streams/new", json!({})).await;
+        assert_wal_unavailable(status, &body);
+        let (status, _) = call(&state, Method::GET, "/streams/new", Value::Null).await;
+        assert_eq!(status, 404);
+        assert!(state.registry.get(&StreamId::new("new").unwrap()).is_none());
+
+        // The log recovers with the next change, which is applied.
+        let (status, desc) =
+            call(&state, Method::PUT, "/streams/s", json!({"threshold": 0.9})).await;
+        assert_eq!(status, 200, "{desc}");
+        assert_eq!(
+            (&desc["config"]["threshold"], &desc["stats"]["samples"]),
+            (&json!(0.9), &json!(0))
+        );
+    }
 }

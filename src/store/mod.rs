@@ -6,7 +6,8 @@
 //! the data directory ([`data_dir`]) and which models stay in memory
 //! ([`residency`]); the write-ahead log ([`wal`]), the start-up replay of
 //! it over the checkpoints ([`recovery`]) and the classification of
-//! storage errors ([`storage_fault`]).
+//! storage errors ([`storage_fault`]). Unit tests share their test data
+//! through `test_support`.
 //!
 //! Nothing here is HTTP-specific; the server maps these types to its API.
 
@@ -20,6 +21,8 @@ pub mod storage_fault;
 pub mod stream;
 pub mod stream_config;
 pub mod stream_id;
+#[cfg(test)]
+mod test_support;
 pub mod wal;
 
 pub use checkpoint::CheckpointError;

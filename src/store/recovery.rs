@@ -255,31 +255,9 @@ fn apply_record(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::stream::Sample;
-    use crate::store::stream_config::{StreamConfig, DEFAULT_THRESHOLD};
+    use crate::store::test_support::{hourly, small};
     use crate::store::wal::{EntryRef, NoObserver};
     use std::time::Duration;
-
-    fn small() -> StreamConfig {
-        StreamConfig {
-            overrides: r#"{"value_encoder":{"size":100,"active_bits":7},"sp":{"column_dimensions":[64],"num_active_columns_per_inh_area":4},"tm":{"cells_per_column":8}}"#.into(),
-            ..StreamConfig::with_preset("default", DEFAULT_THRESHOLD)
-        }
-    }
-
-    fn batch(from: i64, n: i64) -> Vec<Sample> {
-        let t = chrono::NaiveDate::from_ymd_opt(2026, 11, 27)
-            .unwrap()
-            .and_hms_opt(0, 0, 0)
-            .unwrap();
-        (from..from + n)
-            .map(|h| Sample {
-                timestamp: t + chrono::Duration::hours(h),
-                value: (h as f64 * 0.7).sin() * 10.0,
-                learn: None,
-            })
-            .collect()
-    }
 
     fn options(dir: &std::path::Path) -> WalOptions {
         WalOptions {
@@ -311,7 +289,7 @@ mod tests {
             })
             .unwrap();
         for (from, n) in [(0, 10), (10, 5)] {
-            let b = batch(from, n);
+            let b = hourly(from, n);
             live.wal_lsn = wal
                 .append(&EntryRef::Samples {
                     stream: &id("a"),
@@ -328,7 +306,7 @@ mod tests {
         }
         wal.append(&EntryRef::Reset { stream: &id("a") }).unwrap();
         reference.reset();
-        let b = batch(2, 3);
+        let b = hourly(2, 3);
         wal.append(&EntryRef::Samples {
             stream: &id("a"),
             config: None,
@@ -337,7 +315,7 @@ mod tests {
         .unwrap();
         reference.apply(&b, &mut Vec::new()).unwrap();
         // b: auto-created, then deleted; c: auto-created.
-        let b1 = batch(0, 4);
+        let b1 = hourly(0, 4);
         for entry in [
             EntryRef::Samples {
                 stream: &id("b"),

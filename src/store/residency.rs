@@ -283,35 +283,14 @@ impl Residency {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::stream::{Sample, StreamState};
-    use crate::store::stream_config::{StreamConfig, DEFAULT_THRESHOLD};
-
-    fn small() -> StreamConfig {
-        StreamConfig {
-            overrides: r#"{"value_encoder":{"size":100,"active_bits":7},"sp":{"column_dimensions":[64],"num_active_columns_per_inh_area":4},"tm":{"cells_per_column":8}}"#.into(),
-            ..StreamConfig::with_preset("default", DEFAULT_THRESHOLD)
-        }
-    }
-
-    fn samples(from: u32, n: u32) -> Vec<Sample> {
-        let t = chrono::NaiveDate::from_ymd_opt(2026, 1, 1)
-            .unwrap()
-            .and_hms_opt(0, 0, 0)
-            .unwrap();
-        (from..from + n)
-            .map(|i| Sample {
-                timestamp: t + chrono::Duration::hours(i.into()),
-                value: f64::from(i % 7),
-                learn: None,
-            })
-            .collect()
-    }
+    use crate::store::stream::StreamState;
+    use crate::store::test_support::{hourly, small};
 
     /// Create `name` in `registry`, feed it, and touch it.
     fn fed(registry: &Registry, name: &str) -> Arc<Stream> {
         let id = StreamId::new(name).unwrap();
         let mut st = StreamState::new(id.clone(), small()).unwrap();
-        st.apply(&samples(0, 5), &mut Vec::new()).unwrap();
+        st.apply(&hourly(0, 5), &mut Vec::new()).unwrap();
         let (s, _) = registry
             .get_or_create(&id, || {
                 Stream::new(id.clone(), Slot::Ready(Box::new(st)), false)

@@ -186,6 +186,26 @@ pub enum EntryRef<'a> {
     },
 }
 
+impl Entry {
+    /// The borrowed form of this entry, as [`Wal::append`] takes it.
+    pub fn as_entry_ref(&self) -> EntryRef<'_> {
+        match self {
+            Entry::Samples {
+                stream,
+                config,
+                samples,
+            } => EntryRef::Samples {
+                stream,
+                config: config.as_ref(),
+                samples,
+            },
+            Entry::Put { stream, config } => EntryRef::Put { stream, config },
+            Entry::Reset { stream } => EntryRef::Reset { stream },
+            Entry::Delete { stream } => EntryRef::Delete { stream },
+        }
+    }
+}
+
 /// Encode one complete record (header and payload) into `out`.
 pub fn encode_record(lsn: u64, entry: &EntryRef<'_>, out: &mut Vec<u8>) -> Result<(), WalError> {
     out.clear();
@@ -197,11 +217,29 @@ pub fn encode_record(lsn: u64, entry: &EntryRef<'_>, out: &mut Vec<u8>) -> Resul
             "record of {len} bytes is larger than {MAX_PAYLOAD}"
         )));
     }
-    out[8..16].copy_from_slice(&lsn.to_le_bytes());
-    let crc = crc32fast::hash(&out[8..]);
-    out[0..4].copy_from_slice(&(len as u32).to_le_bytes());
-    out[4..8].copy_from_slice(&crc.to_le_bytes());
+    write_header(lsn, out);
     Ok(())
+}
+
+/// Frame `payload` as the record `lsn` (header with its length and
+/// checksum, then the payload), appended to `out`. The payload is taken as
+/// it is, whether or not it decodes: tests use this to put damaged
+/// payloads behind a valid header.
+pub fn frame_record(lsn: u64, payload: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.resize(start + RECORD_HEADER_LEN, 0);
+    out.extend_from_slice(payload);
+    write_header(lsn, &mut out[start..]);
+}
+
+/// Fill the header of `record` (header space followed by the payload): the
+/// payload's length, the LSN, and the checksum of both.
+fn write_header(lsn: u64, record: &mut [u8]) {
+    let len = record.len() - RECORD_HEADER_LEN;
+    record[8..16].copy_from_slice(&lsn.to_le_bytes());
+    let crc = crc32fast::hash(&record[8..]);
+    record[0..4].copy_from_slice(&(len as u32).to_le_bytes());
+    record[4..8].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Why reading a segment stopped before its end.
@@ -761,6 +799,16 @@ impl Wal {
         }
     }
 
+    /// Do what a failed fsync does (a real one needs a failing device):
+    /// every record not yet durable is lost and its waiters get an error;
+    /// the next append recovers.
+    #[cfg(test)]
+    pub(crate) fn inject_fsync_failure(&self, kind: StorageFault) {
+        let s = &*self.shared;
+        let mut w = lock(&s.writer);
+        s.fault(&mut w, kind, "fsync failed (injected by a test)".into());
+    }
+
     /// The last storage error if the log is not known to be writable
     /// (the last append failed or a fault awaits recovery); `None` when
     /// healthy.
@@ -1039,23 +1087,6 @@ mod tests {
         ]
     }
 
-    fn as_ref(e: &Entry) -> EntryRef<'_> {
-        match e {
-            Entry::Samples {
-                stream,
-                config,
-                samples,
-            } => EntryRef::Samples {
-                stream,
-                config: config.as_ref(),
-                samples,
-            },
-            Entry::Put { stream, config } => EntryRef::Put { stream, config },
-            Entry::Reset { stream } => EntryRef::Reset { stream },
-            Entry::Delete { stream } => EntryRef::Delete { stream },
-        }
-    }
-
     fn options(dir: &Path, segment_bytes: u64) -> WalOptions {
         WalOptions {
             dir: dir.to_path_buf(),
@@ -1093,7 +1124,7 @@ mod tests {
         assert_eq!((report.records, report.next_lsn), (0, 1));
         assert!(seen.is_empty());
         for (i, e) in entries().iter().enumerate() {
-            assert_eq!(wal.append(&as_ref(e)).unwrap(), i as u64 + 1);
+            assert_eq!(wal.append(&e.as_entry_ref()).unwrap(), i as u64 + 1);
         }
         wal.sync().unwrap();
         drop(wal);
@@ -1106,14 +1137,14 @@ mod tests {
             .map(|(i, e)| (i as u64 + 1, e))
             .collect();
         assert_eq!(seen, want);
-        assert_eq!(wal.append(&as_ref(&entries()[3])).unwrap(), 6);
+        assert_eq!(wal.append(&entries()[3].as_entry_ref()).unwrap(), 6);
     }
 
     #[tokio::test]
     async fn wait_durable_returns_once_synced() {
         let dir = tempfile::tempdir().unwrap();
         let (wal, _, _) = open(dir.path(), 1 << 20);
-        let lsn = wal.append(&as_ref(&entries()[0])).unwrap();
+        let lsn = wal.append(&entries()[0].as_entry_ref()).unwrap();
         tokio::time::timeout(Duration::from_secs(10), wal.wait_durable(lsn))
             .await
             .expect("synced in time")
@@ -1126,7 +1157,7 @@ mod tests {
         {
             let (wal, _, _) = open(dir.path(), 1 << 20);
             for e in entries() {
-                wal.append(&as_ref(&e)).unwrap();
+                wal.append(&e.as_entry_ref()).unwrap();
             }
         }
         let path = only_segment(dir.path());
@@ -1154,7 +1185,7 @@ mod tests {
             assert_eq!(report.torn, u64::from(cut != last_start), "cut at {cut}");
             assert_eq!(fs::metadata(&seg).unwrap().len(), last_start as u64);
             // The next record takes the dropped one's LSN.
-            assert_eq!(wal.append(&as_ref(&entries()[0])).unwrap(), 5);
+            assert_eq!(wal.append(&entries()[0].as_entry_ref()).unwrap(), 5);
         }
     }
 
@@ -1164,7 +1195,7 @@ mod tests {
         {
             let (wal, _, _) = open(dir.path(), 1 << 20);
             for e in entries() {
-                wal.append(&as_ref(&e)).unwrap();
+                wal.append(&e.as_entry_ref()).unwrap();
             }
         }
         let path = only_segment(dir.path());
@@ -1190,13 +1221,26 @@ mod tests {
     }
 
     #[test]
+    fn framing_an_encoded_payload_gives_the_encoded_record() {
+        let mut record = Vec::new();
+        for (i, e) in entries().iter().enumerate() {
+            let lsn = 7 + i as u64;
+            encode_record(lsn, &e.as_entry_ref(), &mut record).unwrap();
+            // Appended after what `out` already holds.
+            let mut framed = vec![0xAA];
+            frame_record(lsn, &record[RECORD_HEADER_LEN..], &mut framed);
+            assert_eq!((framed[0], &framed[1..]), (0xAA, &record[..]));
+        }
+    }
+
+    #[test]
     fn an_lsn_out_of_sequence_is_corrupt() {
         let e = entries();
         let mut bytes = Vec::new();
         let mut buf = Vec::new();
-        encode_record(1, &as_ref(&e[0]), &mut buf).unwrap();
+        encode_record(1, &e[0].as_entry_ref(), &mut buf).unwrap();
         bytes.extend_from_slice(&buf);
-        encode_record(3, &as_ref(&e[1]), &mut buf).unwrap();
+        encode_record(3, &e[1].as_entry_ref(), &mut buf).unwrap();
         bytes.extend_from_slice(&buf);
         let parsed = parse_segment(&bytes, 1);
         assert_eq!(parsed.records.len(), 1);
@@ -1224,7 +1268,7 @@ mod tests {
             samples: samples(4, 0.0),
         };
         for _ in 0..20 {
-            wal.append(&as_ref(&e)).unwrap();
+            wal.append(&e.as_entry_ref()).unwrap();
         }
         let segs = wal.segments();
         assert!(segs.len() > 3, "{segs:?}");
@@ -1251,7 +1295,7 @@ mod tests {
         assert!(seen.iter().all(|(lsn, _)| *lsn >= segs[segs.len() - 1]));
         assert_eq!(wal.next_lsn(), 21);
         // Sealed, the open segment's records can go too: nothing to replay.
-        wal.append(&as_ref(&e)).unwrap();
+        wal.append(&e.as_entry_ref()).unwrap();
         wal.seal().unwrap();
         wal.seal().unwrap();
         assert!(wal.delete_segments_before(wal.next_lsn()).unwrap() >= 1);
@@ -1267,19 +1311,14 @@ mod tests {
         let (wal, _, _) = open(dir.path(), 1 << 20);
         let e = entries();
         for entry in &e[..3] {
-            wal.append(&as_ref(entry)).unwrap();
+            wal.append(&entry.as_entry_ref()).unwrap();
         }
         wal.sync().unwrap();
         let unsynced = [
-            wal.append(&as_ref(&e[3])).unwrap(),
-            wal.append(&as_ref(&e[4])).unwrap(),
+            wal.append(&e[3].as_entry_ref()).unwrap(),
+            wal.append(&e[4].as_entry_ref()).unwrap(),
         ];
-        // What a failed fsync does (a real one needs a failing device).
-        {
-            let s = &*wal.shared;
-            let mut w = lock(&s.writer);
-            s.fault(&mut w, StorageFault::Io, "fsync failed: EIO".into());
-        }
+        wal.inject_fsync_failure(StorageFault::Io);
         for lsn in unsynced {
             let err = wal.wait_durable(lsn).await.unwrap_err();
             assert!(matches!(err, WalError::Lost { .. }), "{err:?}");
@@ -1287,7 +1326,7 @@ mod tests {
         wal.wait_durable(3).await.unwrap();
         assert!(wal.storage_error().is_some());
         // The next append recovers: new segment, LSNs not reused.
-        assert_eq!(wal.append(&as_ref(&e[0])).unwrap(), 6);
+        assert_eq!(wal.append(&e[0].as_entry_ref()).unwrap(), 6);
         assert!(wal.storage_error().is_none());
         tokio::time::timeout(Duration::from_secs(10), wal.wait_durable(6))
             .await

@@ -1,14 +1,21 @@
-//! Shared helpers of the `server_*` integration tests: start the real
-//! server in-process on `127.0.0.1:0` with a temporary data directory, talk
-//! to it over real sockets, stop it gracefully.
+//! Shared helpers of the `server_*` integration tests (and of the benches,
+//! which include this module by path): start the real server in-process on
+//! `127.0.0.1:0` with a temporary data directory, talk to it over real
+//! sockets, stop it gracefully; the binary as a child process ([`child`]);
+//! mounted file systems ([`mount`]); the streams tests feed ([`samples`]).
 
 #![allow(dead_code)]
+
+pub mod child;
+pub mod mount;
+pub mod samples;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use htm_stream::server::{run, ServeArgs, ServerError};
+use reqwest::Method;
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -85,35 +92,46 @@ impl TestServer {
             .expect("server task did not panic")
     }
 
-    /// POST a JSON body to a stream; returns (status, parsed body).
-    pub async fn post(&self, stream: &str, body: &Value) -> (u16, Value) {
-        let r = self
-            .client
-            .post(self.url(&format!("/streams/{stream}")))
-            .json(body)
-            .send()
-            .await
-            .unwrap();
+    /// Send `method path` with a JSON body (none if `body` is `None`);
+    /// returns (status, parsed body, `Null` if none).
+    pub async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let r = request.send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POST a JSON body to a stream; returns (status, parsed body).
+    pub async fn post(&self, stream: &str, body: &Value) -> (u16, Value) {
+        self.send(Method::POST, &format!("/streams/{stream}"), Some(body))
+            .await
     }
 
     pub async fn put(&self, stream: &str, body: &Value) -> (u16, Value) {
-        let r = self
-            .client
-            .put(self.url(&format!("/streams/{stream}")))
-            .json(body)
-            .send()
+        self.send(Method::PUT, &format!("/streams/{stream}"), Some(body))
             .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn reset(&self, stream: &str) -> (u16, Value) {
+        self.send(Method::POST, &format!("/streams/{stream}/reset"), None)
+            .await
+    }
+
+    pub async fn delete(&self, stream: &str) -> (u16, Value) {
+        self.send(Method::DELETE, &format!("/streams/{stream}"), None)
+            .await
+    }
+
+    /// `POST /checkpoint`; returns (status, parsed body).
+    pub async fn checkpoint(&self) -> (u16, Value) {
+        self.send(Method::POST, "/checkpoint", None).await
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self.client.get(self.url(path)).send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        self.send(Method::GET, path, None).await
     }
 
     pub async fn metrics(&self) -> String {
@@ -130,18 +148,13 @@ impl TestServer {
 
 /// An hourly timestamp `h` hours after 2026-11-27T00:00:00Z.
 pub fn hour(h: u64) -> String {
-    let t = chrono::NaiveDate::from_ymd_opt(2026, 11, 27)
-        .unwrap()
-        .and_hms_opt(0, 0, 0)
-        .unwrap()
-        + chrono::Duration::hours(h as i64);
-    format!("{}Z", t.format("%Y-%m-%dT%H:%M:%S"))
+    samples::utc_text(samples::t0() + chrono::Duration::hours(h as i64))
 }
 
-/// A daily sine wave sample at hour `h`.
+/// A daily sine wave sample at hour `h`, exact in decimal
+/// ([`samples::sample`]).
 pub fn sine(h: u64) -> Value {
-    let v = 50.0 + 40.0 * (h as f64 * std::f64::consts::TAU / 24.0).sin();
-    serde_json::json!({ "value": v, "timestamp": hour(h) })
+    samples::wire(&samples::sample(h, 0.0))
 }
 
 /// Assert the JSON error shape and code.
