@@ -278,8 +278,15 @@ impl TemporalMemory {
             return;
         }
         let connections = &self.connections;
-        connections.compute_activity(&self.active_cells, &mut self.activity);
         let (activation, min) = (self.params.activation_threshold, self.params.min_threshold);
+        // An active segment has at least `activation` active synapses, a
+        // matching one at least `min`: only segments that reached the smaller
+        // of the two can be either.
+        connections.compute_activity(
+            &self.active_cells,
+            activation.min(min),
+            &mut self.activity,
+        );
         let activity = &self.activity;
         // One sort of plain (cell, id) keys for the active and matching
         // segments together, then split.
@@ -287,7 +294,7 @@ impl TemporalMemory {
         keys.clear();
         keys.extend(
             activity
-                .touched()
+                .reached()
                 .iter()
                 .filter(|&&s| activity.connected(s) >= activation || activity.potential(s) >= min)
                 .map(|&s| (u64::from(connections.cell_for_segment(s)) << 32) | u64::from(s)),
