@@ -539,9 +539,17 @@ impl Connections {
     /// flips.
     #[inline]
     pub fn update_permanence(&mut self, synapse: u32, permanence: f32) {
+        let old = self.synapses[synapse as usize].permanence;
+        self.replace_permanence(synapse, old, permanence);
+    }
+
+    /// [`Connections::update_permanence`] for a caller that has just read
+    /// the synapse's permanence `old`.
+    #[inline(always)]
+    fn replace_permanence(&mut self, synapse: u32, old: f32, permanence: f32) {
         let i = synapse as usize;
         let permanence = permanence.clamp(0.0, 1.0);
-        let was = self.synapses[i].permanence >= self.connected_threshold;
+        let was = old >= self.connected_threshold;
         let now = permanence >= self.connected_threshold;
         self.synapses[i].permanence = permanence;
         if was != now {
@@ -580,17 +588,18 @@ impl Connections {
         // nothing below touches `segment_synapses` until it is back.
         let synapses = std::mem::take(&mut self.segment_synapses[segment as usize]);
         for &synapse in &synapses {
-            let s = synapse as usize;
-            let delta = if is_active(self.synapses[s].presyn) {
+            let Synapse {
+                presyn, permanence, ..
+            } = self.synapses[synapse as usize];
+            let delta = if is_active(presyn) {
                 increment
             } else {
                 -decrement
             };
-            let permanence = self.synapses[s].permanence;
             if prune && permanence + delta < PERMANENCE_EPSILON {
                 doomed.push(synapse);
             } else {
-                self.update_permanence(synapse, permanence + delta);
+                self.replace_permanence(synapse, permanence, permanence + delta);
             }
         }
         self.segment_synapses[segment as usize] = synapses;
