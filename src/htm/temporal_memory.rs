@@ -358,14 +358,10 @@ impl TemporalMemory {
                 segs.get(i)
                     .map(|&s| step.connections.cell_for_segment(s) / cpc)
             };
-            let next = [
-                active_columns.get(ic).copied(),
-                col_of(&active_segments, ia),
+            let next = earliest(
+                earliest(active_columns.get(ic).copied(), col_of(&active_segments, ia)),
                 col_of(&matching_segments, im),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
+            );
             let Some(column) = next else { break };
 
             let a0 = ia;
@@ -643,6 +639,16 @@ impl Step<'_> {
                 self.params.min_threshold,
             );
         }
+    }
+}
+
+/// The smaller of two optional columns (`None` when both are).
+#[inline]
+fn earliest(a: Option<u32>, b: Option<u32>) -> Option<u32> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
     }
 }
 
