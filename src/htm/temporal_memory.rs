@@ -282,11 +282,7 @@ impl TemporalMemory {
         // An active segment has at least `activation` active synapses, a
         // matching one at least `min`: only segments that reached the smaller
         // of the two can be either.
-        connections.compute_activity(
-            &self.active_cells,
-            activation.min(min),
-            &mut self.activity,
-        );
+        connections.compute_activity(&self.active_cells, activation.min(min), &mut self.activity);
         let activity = &self.activity;
         // One sort of plain (cell, id) keys for the active and matching
         // segments together, then split.
@@ -359,7 +355,10 @@ impl TemporalMemory {
                     .map(|&s| step.connections.cell_for_segment(s) / cpc)
             };
             let next = earliest(
-                earliest(active_columns.get(ic).copied(), col_of(&active_segments, ia)),
+                earliest(
+                    active_columns.get(ic).copied(),
+                    col_of(&active_segments, ia),
+                ),
                 col_of(&matching_segments, im),
             );
             let Some(column) = next else { break };
