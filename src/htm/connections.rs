@@ -240,10 +240,6 @@ pub struct Connections {
     /// Reused buffer for growth candidates (not state).
     #[serde(skip)]
     candidates: Vec<u32>,
-    /// Reused buffer for the synapse records of a segment being adapted
-    /// (not state).
-    #[serde(skip)]
-    records: Vec<Synapse>,
 }
 
 /// Per-segment counts of active synapses, filled by
@@ -368,7 +364,6 @@ impl Connections {
             fanout: ListPool::default(),
             scratch: Vec::new(),
             candidates: Vec::new(),
-            records: Vec::new(),
         }
     }
 
@@ -592,17 +587,10 @@ impl Connections {
         // The list is borrowed out (no copy) while the permanences change;
         // nothing below touches `segment_synapses` until it is back.
         let synapses = std::mem::take(&mut self.segment_synapses[segment as usize]);
-        // Load the scattered records first, in a loop with no branch on their
-        // contents, so the CPU fetches them all at once; the loop below then
-        // finds them in cache (its branch on the presynaptic cell would
-        // otherwise wait for each fetch in turn).
-        let mut records = std::mem::take(&mut self.records);
-        records.clear();
-        records.extend(synapses.iter().map(|&s| self.synapses[s as usize]));
-        for (&synapse, record) in synapses.iter().zip(&records) {
+        for &synapse in &synapses {
             let Synapse {
                 presyn, permanence, ..
-            } = *record;
+            } = self.synapses[synapse as usize];
             let delta = if is_active(presyn) {
                 increment
             } else {
@@ -615,7 +603,6 @@ impl Connections {
             }
         }
         self.segment_synapses[segment as usize] = synapses;
-        self.records = records;
         for &synapse in &doomed {
             self.destroy_synapse(synapse);
         }
@@ -854,8 +841,7 @@ impl Connections {
                 + 4 * self.synapses.capacity()
                 + self.free_synapses.capacity()
                 + self.scratch.capacity()
-                + self.candidates.capacity()
-                + 4 * self.records.capacity())
+                + self.candidates.capacity())
     }
 
     // ---------------------------------------------------------- reverse index
