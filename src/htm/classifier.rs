@@ -124,13 +124,14 @@ impl Classifier {
             }
         }
 
+        // The same product for every row: compute it once.
+        for e in error.iter_mut() {
+            *e *= self.alpha;
+        }
         let (n, stride) = (self.num_categories, self.stride);
         for &bit in pattern {
             let row = self.row_of_bit[bit as usize] as usize;
-            let weights = &mut self.weights[row * stride..row * stride + n];
-            for (w, e) in weights.iter_mut().zip(&error) {
-                *w += self.alpha * e;
-            }
+            add_assign(&mut self.weights[row * stride..row * stride + n], &error);
         }
         self.scratch = error;
     }
@@ -170,9 +171,7 @@ impl Classifier {
             match self.row_of_bit.get(bit as usize) {
                 Some(&row) if row != NO_ROW => {
                     let start = row as usize * stride;
-                    for (s, w) in out.iter_mut().zip(&self.weights[start..start + n]) {
-                        *s += w;
-                    }
+                    add_assign(out, &self.weights[start..start + n]);
                 }
                 _ => {}
             }
@@ -227,6 +226,43 @@ impl Classifier {
         }
         self.stride = new;
     }
+}
+
+/// `acc[k] += x[k]` for every `k < acc.len()` (`x` must be at least as
+/// long): a row of weights into the sums, or a learning step into a row.
+///
+/// Four lanes at a time with AVX2 when the running CPU has it (checked at
+/// run time, so the binary still runs on any x86-64), else two (SSE2); each
+/// entry is the same single `f64` addition either way, so the results are
+/// the same bits. The rows are the classifier's largest memory stream, and
+/// the wider lanes halve the instructions that walk them.
+#[inline]
+fn add_assign(acc: &mut [f64], x: &[f64]) {
+    let x = &x[..acc.len()];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 was just detected on the running CPU, which is the
+            // only requirement of the call.
+            unsafe { add_assign_avx2(acc, x) };
+            return;
+        }
+    }
+    add_assign_portable(acc, x);
+}
+
+#[inline(always)]
+fn add_assign_portable(acc: &mut [f64], x: &[f64]) {
+    for (a, &b) in acc.iter_mut().zip(x) {
+        *a += b;
+    }
+}
+
+/// [`add_assign_portable`] compiled with AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn add_assign_avx2(acc: &mut [f64], x: &[f64]) {
+    add_assign_portable(acc, x);
 }
 
 /// Softmax in place: `v[k] = exp(v[k] - max) / Σ exp(v[j] - max)`.

@@ -250,6 +250,11 @@ pub struct Connections {
 /// in proportion to the active synapses, not to the number of segments.
 /// Each segment's two counts share one `u64` (potential in the low half,
 /// connected in the high half), so counting a synapse is one add.
+///
+/// The segments whose potential count reaches a threshold are listed while
+/// counting (the count passes the threshold exactly once, as it grows by
+/// one), so the caller looking for active and matching segments reads that
+/// short list instead of every touched segment.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SegmentActivity {
     /// Per segment id: `connected << 32 | potential`.
@@ -258,6 +263,11 @@ pub struct SegmentActivity {
     /// order first met; the rest is room (one slot per segment id, plus one).
     touched: Vec<u32>,
     num_touched: usize,
+    /// Segments whose potential count reached `reach_threshold`, in the order
+    /// they reached it.
+    reached: Vec<u32>,
+    /// The potential count that puts a segment into `reached` (at least 1).
+    reach_threshold: u32,
 }
 
 impl SegmentActivity {
@@ -278,13 +288,22 @@ impl SegmentActivity {
         &self.touched[..self.num_touched]
     }
 
+    /// Segments with at least `reach_threshold` active synapses (the
+    /// threshold given to [`Connections::compute_activity`]), in no
+    /// particular order.
+    pub fn reached(&self) -> &[u32] {
+        &self.reached
+    }
+
     /// Zero the counts of the last computation and make room for `capacity`
     /// segment ids.
-    fn reset(&mut self, capacity: usize) {
+    fn reset(&mut self, capacity: usize, reach_threshold: u32) {
         for &s in &self.touched[..self.num_touched] {
             self.counts[s as usize] = 0;
         }
         self.num_touched = 0;
+        self.reached.clear();
+        self.reach_threshold = reach_threshold.max(1);
         if self.counts.len() < capacity {
             self.counts.resize(capacity, 0);
         }
@@ -299,6 +318,7 @@ impl SegmentActivity {
     fn count_all(&mut self, entries: &[Fanout]) {
         let counts = &mut self.counts[..];
         let touched = &mut self.touched[..];
+        let reach = self.reach_threshold;
         let mut n = self.num_touched;
         for f in entries {
             let segment = f.segment();
@@ -313,13 +333,17 @@ impl SegmentActivity {
             // One for potential, plus 1 << 32 when connected (the flag is bit
             // 31 of `tagged`).
             *c += 1 + (u64::from(f.tagged & CONNECTED_FLAG) << 1);
+            // Rarely taken: most segments see fewer active synapses.
+            if *c as u32 == reach {
+                self.reached.push(segment);
+            }
         }
         self.num_touched = n;
     }
 
     /// Heap bytes held.
     pub fn memory_bytes(&self) -> usize {
-        8 * self.counts.capacity() + 4 * self.touched.capacity()
+        8 * self.counts.capacity() + 4 * (self.touched.capacity() + self.reached.capacity())
     }
 }
 
@@ -515,9 +539,17 @@ impl Connections {
     /// flips.
     #[inline]
     pub fn update_permanence(&mut self, synapse: u32, permanence: f32) {
+        let old = self.synapses[synapse as usize].permanence;
+        self.replace_permanence(synapse, old, permanence);
+    }
+
+    /// [`Connections::update_permanence`] for a caller that has just read
+    /// the synapse's permanence `old`.
+    #[inline(always)]
+    fn replace_permanence(&mut self, synapse: u32, old: f32, permanence: f32) {
         let i = synapse as usize;
         let permanence = permanence.clamp(0.0, 1.0);
-        let was = self.synapses[i].permanence >= self.connected_threshold;
+        let was = old >= self.connected_threshold;
         let now = permanence >= self.connected_threshold;
         self.synapses[i].permanence = permanence;
         if was != now {
@@ -556,17 +588,18 @@ impl Connections {
         // nothing below touches `segment_synapses` until it is back.
         let synapses = std::mem::take(&mut self.segment_synapses[segment as usize]);
         for &synapse in &synapses {
-            let s = synapse as usize;
-            let delta = if is_active(self.synapses[s].presyn) {
+            let Synapse {
+                presyn, permanence, ..
+            } = self.synapses[synapse as usize];
+            let delta = if is_active(presyn) {
                 increment
             } else {
                 -decrement
             };
-            let permanence = self.synapses[s].permanence;
             if prune && permanence + delta < PERMANENCE_EPSILON {
                 doomed.push(synapse);
             } else {
-                self.update_permanence(synapse, permanence + delta);
+                self.replace_permanence(synapse, permanence, permanence + delta);
             }
         }
         self.segment_synapses[segment as usize] = synapses;
@@ -709,10 +742,17 @@ impl Connections {
 
     /// Count, for every segment, its synapses from `active_presynaptic`
     /// cells: connected ones into [`SegmentActivity::connected`], all of them
-    /// into [`SegmentActivity::potential`]. Work is proportional to the
-    /// synapses fed by the active cells.
-    pub fn compute_activity(&self, active_presynaptic: &[u32], activity: &mut SegmentActivity) {
-        activity.reset(self.segment_cell.len());
+    /// into [`SegmentActivity::potential`]; list the segments with at least
+    /// `reach_threshold` (taken as 1 if 0) of them in
+    /// [`SegmentActivity::reached`]. Work is proportional to the synapses fed
+    /// by the active cells.
+    pub fn compute_activity(
+        &self,
+        active_presynaptic: &[u32],
+        reach_threshold: u32,
+        activity: &mut SegmentActivity,
+    ) {
+        activity.reset(self.segment_cell.len(), reach_threshold);
         let lists = self.fanout.num_lists();
         for &cell in active_presynaptic {
             if (cell as usize) < lists {
@@ -998,19 +1038,22 @@ mod tests {
         c.create_synapse(b, 13, 0.5 - PERMANENCE_EPSILON);
         c.create_synapse(idle, 20, 0.9);
         let mut act = SegmentActivity::default();
-        c.compute_activity(&[10, 11, 12, 13, 99], &mut act);
+        c.compute_activity(&[10, 11, 12, 13, 99], 3, &mut act);
         assert_eq!((act.connected(a), act.potential(a)), (2, 3));
         assert_eq!((act.connected(b), act.potential(b)), (1, 2));
         assert_eq!((act.connected(idle), act.potential(idle)), (0, 0));
         let mut touched = act.touched().to_vec();
         touched.sort_unstable();
         assert_eq!(touched, vec![a, b]);
+        // Only `a` has 3 active synapses.
+        assert_eq!(act.reached(), &[a]);
 
         // The next computation starts from zero.
-        c.compute_activity(&[13], &mut act);
+        c.compute_activity(&[13], 1, &mut act);
         assert_eq!((act.connected(a), act.potential(a)), (0, 0));
         assert_eq!((act.connected(b), act.potential(b)), (1, 1));
         assert_eq!(act.touched(), &[b]);
+        assert_eq!(act.reached(), &[b]);
     }
 
     #[test]
@@ -1023,9 +1066,11 @@ mod tests {
             c.create_synapse(seg, 100 + input, if input % 2 == 0 { 0.7 } else { 0.1 });
         }
         let mut act = SegmentActivity::default();
-        c.compute_activity(&[100, 101, 102, 103, 104, 105], &mut act);
+        c.compute_activity(&[100, 101, 102, 103, 104, 105], 4, &mut act);
         assert_eq!((act.connected(seg), act.potential(seg)), (3, 6));
         assert_eq!(act.touched(), &[seg]);
+        // Listed once, when its count reached 4, not again at 5 and 6.
+        assert_eq!(act.reached(), &[seg]);
     }
 
     #[test]
@@ -1309,13 +1354,21 @@ mod tests {
             // compute_activity agrees with a brute-force count.
             let active: Vec<u32> = active.into_iter().collect();
             let mut act = SegmentActivity::default();
-            c.compute_activity(&active, &mut act);
+            c.compute_activity(&active, 2, &mut act);
+            let mut reached = act.reached().to_vec();
+            reached.sort_unstable();
+            let mut expected_reached = Vec::new();
             for s in live_segments(&c) {
                 let syns = c.synapses_for_segment(s);
                 let pot = syns.iter().filter(|&&y| active.contains(&c.presynaptic_cell(y))).count() as u32;
                 let con = syns.iter().filter(|&&y| active.contains(&c.presynaptic_cell(y)) && c.is_connected(y)).count() as u32;
                 prop_assert_eq!((act.connected(s), act.potential(s)), (con, pot));
+                if pot >= 2 {
+                    expected_reached.push(s);
+                }
             }
+            expected_reached.sort_unstable();
+            prop_assert_eq!(reached, expected_reached);
         }
     }
 }

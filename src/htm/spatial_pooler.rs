@@ -733,7 +733,6 @@ impl SpatialPooler {
             self.state.iteration_learn_num += 1;
         }
         self.compute_overlaps(input);
-        self.compute_boosted_overlaps();
         self.inhibit_columns();
         if learn {
             self.learn();
@@ -759,6 +758,8 @@ impl SpatialPooler {
         );
     }
 
+    /// Boosted overlaps (reference §3.3 step 3), for the inhibition rules
+    /// that rank by them.
     fn compute_boosted_overlaps(&mut self) {
         let st = &self.state;
         if st.params.boost_strength < EPS {
@@ -811,6 +812,7 @@ impl SpatialPooler {
                 );
                 return;
             }
+            self.compute_boosted_overlaps();
             inhibit_global(
                 &self.boosted,
                 k,
@@ -819,6 +821,7 @@ impl SpatialPooler {
                 &mut self.winners,
             );
         } else {
+            self.compute_boosted_overlaps();
             self.inhibit_local(density, threshold);
         }
     }

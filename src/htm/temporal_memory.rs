@@ -278,8 +278,11 @@ impl TemporalMemory {
             return;
         }
         let connections = &self.connections;
-        connections.compute_activity(&self.active_cells, &mut self.activity);
         let (activation, min) = (self.params.activation_threshold, self.params.min_threshold);
+        // An active segment has at least `activation` active synapses, a
+        // matching one at least `min`: only segments that reached the smaller
+        // of the two can be either.
+        connections.compute_activity(&self.active_cells, activation.min(min), &mut self.activity);
         let activity = &self.activity;
         // One sort of plain (cell, id) keys for the active and matching
         // segments together, then split.
@@ -287,7 +290,7 @@ impl TemporalMemory {
         keys.clear();
         keys.extend(
             activity
-                .touched()
+                .reached()
                 .iter()
                 .filter(|&&s| activity.connected(s) >= activation || activity.potential(s) >= min)
                 .map(|&s| (u64::from(connections.cell_for_segment(s)) << 32) | u64::from(s)),
@@ -351,14 +354,13 @@ impl TemporalMemory {
                 segs.get(i)
                     .map(|&s| step.connections.cell_for_segment(s) / cpc)
             };
-            let next = [
-                active_columns.get(ic).copied(),
-                col_of(&active_segments, ia),
+            let next = earliest(
+                earliest(
+                    active_columns.get(ic).copied(),
+                    col_of(&active_segments, ia),
+                ),
                 col_of(&matching_segments, im),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
+            );
             let Some(column) = next else { break };
 
             let a0 = ia;
@@ -636,6 +638,16 @@ impl Step<'_> {
                 self.params.min_threshold,
             );
         }
+    }
+}
+
+/// The smaller of two optional columns (`None` when both are).
+#[inline]
+fn earliest(a: Option<u32>, b: Option<u32>) -> Option<u32> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
     }
 }
 
