@@ -37,6 +37,32 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Resul
         .map_err(|e| e.to_string())
 }
 
+/// Why [`encode_to_writer`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// The writer failed (a full disk, say); kept whole so the caller can
+    /// tell its kind.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The value cannot be encoded.
+    #[error("{0}")]
+    Value(String),
+}
+
+/// Encode `value` into `out` as it is produced, without building the
+/// encoding in memory first. bincode writes field by field, so `out` should
+/// be buffered.
+pub fn encode_to_writer<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut impl std::io::Write,
+) -> Result<(), EncodeError> {
+    match bincode::serde::encode_into_std_write(value, out, standard()) {
+        Ok(_) => Ok(()),
+        Err(bincode::error::EncodeError::Io { inner, .. }) => Err(EncodeError::Io(inner)),
+        Err(e) => Err(EncodeError::Value(e.to_string())),
+    }
+}
+
 /// Decode one value that must take all of `bytes`, allocating at most about
 /// [`CLAIM_FACTOR`] times `bytes.len()` (rounded up to a power of two, at
 /// least 4 KiB) whatever the bytes say.
