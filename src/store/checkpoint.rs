@@ -23,7 +23,7 @@
 //! nowhere else.
 
 use std::fs::{self, File};
-use std::io::{BufWriter, Cursor, Seek, SeekFrom, Write};
+use std::io::{BufReader, BufWriter, Cursor, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
@@ -95,8 +95,8 @@ pub enum CheckpointError {
 pub fn encode<T: Serialize>(state: &T) -> Result<Vec<u8>, CheckpointError> {
     let mut out = Cursor::new(Vec::new());
     write_framed(&mut out, state).map_err(|e| match e {
-        codec::EncodeError::Io(e) => CheckpointError::Encode(e.to_string()),
-        codec::EncodeError::Value(e) => CheckpointError::Encode(e),
+        codec::StreamError::Io(e) => CheckpointError::Encode(e.to_string()),
+        codec::StreamError::Value(e) => CheckpointError::Encode(e),
     })?;
     Ok(out.into_inner())
 }
@@ -117,10 +117,10 @@ fn header(len: u64, crc: u32) -> [u8; HEADER_LEN] {
 fn write_framed<T: Serialize, W: Write + Seek>(
     out: &mut W,
     state: &T,
-) -> Result<u64, codec::EncodeError> {
+) -> Result<u64, codec::StreamError> {
     out.seek(SeekFrom::Start(0))?;
     out.write_all(&[0u8; HEADER_LEN])?;
-    let mut payload = BufWriter::with_capacity(WRITE_BUFFER, Checksummed::new(&mut *out));
+    let mut payload = BufWriter::with_capacity(IO_BUFFER, Checksummed::new(&mut *out));
     codec::encode_to_writer(state, &mut payload)?;
     let sink = payload.into_inner().map_err(|e| e.into_error())?;
     let (len, crc) = (sink.len, sink.hasher.finalize());
@@ -130,11 +130,11 @@ fn write_framed<T: Serialize, W: Write + Seek>(
     Ok(HEADER_LEN as u64 + len)
 }
 
-/// Bytes bincode's small writes are gathered into before they reach the
-/// checksum and the file.
-const WRITE_BUFFER: usize = 64 * 1024;
+/// Bytes bincode's small writes (and reads) are gathered into between it
+/// and the checksum and the file.
+const IO_BUFFER: usize = 64 * 1024;
 
-/// A writer that passes bytes on and keeps their count and CRC-32.
+/// A writer or reader that passes bytes on and keeps their count and CRC-32.
 struct Checksummed<W> {
     inner: W,
     hasher: crc32fast::Hasher,
@@ -148,6 +148,15 @@ impl<W> Checksummed<W> {
             hasher: crc32fast::Hasher::new(),
             len: 0,
         }
+    }
+}
+
+impl<R: Read> Read for Checksummed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
     }
 }
 
@@ -167,45 +176,56 @@ impl<W: Write> Write for Checksummed<W> {
 /// Decode a complete checkpoint, checking magic, version, length and checksum
 /// before the payload is decoded.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CheckpointError> {
-    if bytes.len() >= MAGIC.len() && bytes[..MAGIC.len()] != MAGIC {
+    let (len, expected_crc) =
+        check_header(&bytes[..bytes.len().min(HEADER_LEN)], bytes.len() as u64)?;
+    debug_assert_eq!(len, (bytes.len() - HEADER_LEN) as u64);
+    let payload = &bytes[HEADER_LEN..];
+    check_crc(expected_crc, crc32fast::hash(payload))?;
+    codec::decode(payload).map_err(CheckpointError::Decode)
+}
+
+/// Check a checkpoint's header (`head`: its first [`HEADER_LEN`] bytes, or
+/// all of them if fewer) against the total length of the file, `total`.
+/// Returns the payload's length and checksum.
+fn check_header(head: &[u8], total: u64) -> Result<(u64, u32), CheckpointError> {
+    if head.len() >= MAGIC.len() && head[..MAGIC.len()] != MAGIC {
         return Err(CheckpointError::BadMagic);
     }
-    if bytes.len() < HEADER_LEN {
+    if head.len() < HEADER_LEN {
         // A prefix of the magic (or nothing) is a cut-off checkpoint.
-        if !MAGIC.starts_with(&bytes[..bytes.len().min(MAGIC.len())]) {
+        if !MAGIC.starts_with(&head[..head.len().min(MAGIC.len())]) {
             return Err(CheckpointError::BadMagic);
         }
         return Err(CheckpointError::Truncated {
             expected: HEADER_LEN as u64,
-            actual: bytes.len() as u64,
+            actual: total,
         });
     }
-    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+    let u32_at = |at: usize| u32::from_le_bytes(head[at..at + 4].try_into().expect("4 bytes"));
     let version = u32_at(8);
     if version != FORMAT_VERSION {
         return Err(CheckpointError::UnknownVersion { found: version });
     }
-    let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
-    let expected_crc = u32_at(20);
-    let have = (bytes.len() - HEADER_LEN) as u64;
+    let len = u64::from_le_bytes(head[12..20].try_into().expect("8 bytes"));
+    let have = total - HEADER_LEN as u64;
     if have < len {
         return Err(CheckpointError::Truncated {
             expected: HEADER_LEN as u64 + len,
-            actual: bytes.len() as u64,
+            actual: total,
         });
     }
     if have > len {
         return Err(CheckpointError::TrailingBytes { extra: have - len });
     }
-    let payload = &bytes[HEADER_LEN..];
-    let actual_crc = crc32fast::hash(payload);
-    if actual_crc != expected_crc {
-        return Err(CheckpointError::ChecksumMismatch {
-            expected: expected_crc,
-            actual: actual_crc,
-        });
+    Ok((len, u32_at(20)))
+}
+
+fn check_crc(expected: u32, actual: u32) -> Result<(), CheckpointError> {
+    if actual == expected {
+        Ok(())
+    } else {
+        Err(CheckpointError::ChecksumMismatch { expected, actual })
     }
-    codec::decode(payload).map_err(CheckpointError::Decode)
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
@@ -254,11 +274,11 @@ impl PendingWrite {
     /// what an earlier call wrote). Returns the file's length.
     pub fn write<T: Serialize>(&mut self, state: &T) -> Result<u64, CheckpointError> {
         self.len = write_framed(&mut self.file, state).map_err(|e| match e {
-            codec::EncodeError::Io(source) => CheckpointError::Io {
+            codec::StreamError::Io(source) => CheckpointError::Io {
                 path: self.tmp.clone(),
                 source,
             },
-            codec::EncodeError::Value(e) => CheckpointError::Encode(e),
+            codec::StreamError::Value(e) => CheckpointError::Encode(e),
         })?;
         self.file.set_len(self.len).map_err(io_err(&self.tmp))?;
         Ok(self.len)
@@ -302,10 +322,32 @@ pub fn save<T: Serialize>(path: &Path, state: &T) -> Result<u64, CheckpointError
     pending.commit()
 }
 
-/// Read and decode the checkpoint at `path`.
+/// Read and decode the checkpoint at `path`, with the errors [`decode`]
+/// gives for the file's bytes. The payload is decoded as it is read, its
+/// checksum computed on the way (and checked before the state is
+/// returned), so loading never holds a copy of the file beside the state.
 pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, CheckpointError> {
-    let bytes = fs::read(path).map_err(io_err(path))?;
-    decode(&bytes)
+    let mut file = File::open(path).map_err(io_err(path))?;
+    let total = file.metadata().map_err(io_err(path))?.len();
+    let mut head = Vec::with_capacity(HEADER_LEN);
+    (&mut file)
+        .take(HEADER_LEN as u64)
+        .read_to_end(&mut head)
+        .map_err(io_err(path))?;
+    let (len, expected_crc) = check_header(&head, total)?;
+    let mut payload = BufReader::with_capacity(IO_BUFFER, Checksummed::new(file.take(len)));
+    let decoded = codec::decode_from_reader(&mut payload, len);
+    // A failed decode stops early: the checksum must still cover every
+    // byte, and a mismatch is the better explanation of the failure.
+    std::io::copy(&mut payload, &mut std::io::sink()).map_err(io_err(path))?;
+    check_crc(expected_crc, payload.into_inner().hasher.finalize())?;
+    decoded.map_err(|e| match e {
+        codec::StreamError::Io(source) => CheckpointError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        codec::StreamError::Value(e) => CheckpointError::Decode(e),
+    })
 }
 
 #[cfg(test)]
@@ -432,7 +474,7 @@ mod tests {
         };
         let written = save(&path, &big).unwrap();
         let on_disk = fs::read(&path).unwrap();
-        assert!(on_disk.len() > 3 * WRITE_BUFFER);
+        assert!(on_disk.len() > 3 * IO_BUFFER);
         assert_eq!(written, on_disk.len() as u64);
         assert_eq!(on_disk, encode(&big).unwrap());
         assert_eq!(decode::<Sample>(&on_disk).unwrap(), big);
@@ -498,7 +540,7 @@ mod tests {
     #[test]
     fn a_full_disk_during_encoding_is_reported_as_the_io_error_it_is() {
         let mut sink = FullAfter {
-            room: 2 * WRITE_BUFFER,
+            room: 2 * IO_BUFFER,
             taken: Cursor::new(Vec::new()),
         };
         let big = Sample {
@@ -506,7 +548,7 @@ mod tests {
             ..sample()
         };
         match write_framed(&mut sink, &big) {
-            Err(codec::EncodeError::Io(e)) => {
+            Err(codec::StreamError::Io(e)) => {
                 assert_eq!(e.kind(), std::io::ErrorKind::StorageFull)
             }
             other => panic!("{other:?}"),
@@ -521,7 +563,60 @@ mod tests {
         assert!(err.to_string().contains("nope.ckpt"), "{err}");
     }
 
+    /// `load` of a file must answer exactly what `decode` answers for its
+    /// bytes: the same value, or an error of the same kind.
+    fn load_agrees_with_decode(bytes: &[u8]) -> Result<(), TestCaseError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.ckpt");
+        fs::write(&path, bytes).unwrap();
+        match (load::<Sample>(&path), decode::<Sample>(bytes)) {
+            (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+            (Err(a), Err(b)) => prop_assert_eq!(
+                std::mem::discriminant(&a),
+                std::mem::discriminant(&b),
+                "load: {:?}, decode: {:?}",
+                a,
+                b
+            ),
+            (a, b) => prop_assert!(false, "load: {:?}, decode: {:?}", a, b),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn loading_a_file_fails_like_decoding_its_bytes() {
+        let good = encode(&sample()).unwrap();
+        load_agrees_with_decode(&good).unwrap();
+        for cut in 0..good.len() {
+            load_agrees_with_decode(&good[..cut]).unwrap();
+        }
+        let mut longer = good.clone();
+        longer.push(0);
+        load_agrees_with_decode(&longer).unwrap();
+        let other = encode(&"just a string").unwrap();
+        load_agrees_with_decode(&other).unwrap();
+    }
+
     proptest! {
+        #[test]
+        fn load_and_decode_agree_on_damaged_files(
+            flips in proptest::collection::vec((0usize..4096, 0u8..8), 1..4),
+        ) {
+            let big = Sample { values: (0..500).map(f64::from).collect(), ..sample() };
+            let mut b = encode(&big).unwrap();
+            for (byte, bit) in flips {
+                let byte = byte % b.len();
+                b[byte] ^= 1 << bit;
+            }
+            load_agrees_with_decode(&b)?;
+            // Also with the header's length and checksum made to match, so
+            // the damage reaches the payload decoder.
+            let len = (b.len() - HEADER_LEN) as u64;
+            let crc = crc32fast::hash(&b[HEADER_LEN..]);
+            b[..HEADER_LEN].copy_from_slice(&header(len, crc));
+            load_agrees_with_decode(&b)?;
+        }
+
         #[test]
         fn any_single_bit_flip_is_detected(byte in 0usize..200, bit in 0u8..8) {
             let good = encode(&sample()).unwrap();
