@@ -12,6 +12,8 @@
 //! | `HTM_SOAK_RATE` | `750` | offered samples/s over all kinds: half of the ~1,500 samples/s this mix sustained when offered 1,600 (README "Soak") |
 //! | `HTM_SOAK_STREAMS` | `48` | streams of single-sample POSTs (plus 8 batch and 8 WebSocket streams) |
 //! | `HTM_SOAK_CHECKPOINT_SECS` | `60` | the server's `--checkpoint-interval-secs` (its default) |
+//! | `HTM_SOAK_WARMUP` | `450` | samples each stream learns before the load starts |
+//! | `HTM_SOAK_LEARN` | `true` | `false`: every load sample says `"learn": false`, so no model can grow and any memory growth is the server's |
 //!
 //! The server is the real binary (`target/release/htm-stream serve`) on
 //! `127.0.0.1:0` with a temporary data directory, `--durability fsync`
@@ -19,8 +21,8 @@
 //! round checkpoints all 64 streams, some 15 MB each once warm: at 5 s
 //! that is ~200 MB/s of checkpoint writes, which this VM's disk cannot
 //! sustain beside the log's fsyncs.) Every stream is first warmed with
-//! 450 samples in one batch (past the `default` preset's 300 calibration
-//! samples). Then, open loop at fixed intervals (latency measured from
+//! `HTM_SOAK_WARMUP` samples in batches (by default 450: past the `default`
+//! preset's 300 calibration samples). Then, open loop at fixed intervals (latency measured from
 //! each request's *scheduled* time, so a slow answer is charged to the
 //! requests it delays):
 //! - 60 % of the rate as single-sample POSTs over keep-alive connections
@@ -51,7 +53,7 @@ use futures_util::{SinkExt, StreamExt};
 use server_support::child::ChildServer;
 use tokio_tungstenite::tungstenite::Message;
 
-const WARMUP: u64 = 450;
+const WARMUP_BATCH: u64 = 5_000;
 const HTTP_CONNS: usize = 16;
 const BATCH_STREAMS: usize = 8;
 const BATCH_CONNS: usize = 2;
@@ -73,19 +75,31 @@ fn t0() -> NaiveDateTime {
         .unwrap()
 }
 
+/// What every load request sends after the warm-up.
+#[derive(Clone, Copy)]
+struct Load {
+    /// The step the load starts at (the warm-up's length).
+    first_step: u64,
+    /// Whether the load's samples are learned.
+    learn: bool,
+}
+
 /// Sample `step` of stream `seed` as JSON: 5-minute spacing, a daily wave.
-fn sample_json(seed: usize, step: u64) -> String {
+fn sample_json(seed: usize, step: u64, learn: bool) -> String {
     let t = t0() + chrono::Duration::seconds(step as i64 * 300);
     let phase = step as f64 * std::f64::consts::TAU / 288.0 + seed as f64;
     let v = 50.0 + 30.0 * phase.sin() + (step % 7) as f64;
+    let learn = if learn { "" } else { r#","learn":false"# };
     format!(
-        r#"{{"timestamp":"{}Z","value":{v:.3}}}"#,
+        r#"{{"timestamp":"{}Z","value":{v:.3}{learn}}}"#,
         t.format("%Y-%m-%dT%H:%M:%S")
     )
 }
 
-fn batch_json(seed: usize, from: u64, n: u64) -> String {
-    let parts: Vec<String> = (from..from + n).map(|s| sample_json(seed, s)).collect();
+fn batch_json(seed: usize, from: u64, n: u64, learn: bool) -> String {
+    let parts: Vec<String> = (from..from + n)
+        .map(|s| sample_json(seed, s, learn))
+        .collect();
     format!("[{}]", parts.join(","))
 }
 
@@ -160,6 +174,7 @@ async fn post(client: &reqwest::Client, url: &str, body: String) -> Result<(), S
 async fn http_sender(
     base: String,
     streams: Vec<usize>,
+    load: Load,
     batch: u64,
     per_sec: f64,
     offset: f64,
@@ -169,7 +184,7 @@ async fn http_sender(
         .pool_max_idle_per_host(1)
         .build()
         .unwrap();
-    let mut steps = vec![WARMUP; streams.len()];
+    let mut steps = vec![load.first_step; streams.len()];
     let mut tally = Tally::default();
     let mut schedule = Schedule::new(per_sec, offset);
     let mut turn = 0;
@@ -181,9 +196,9 @@ async fn http_sender(
         let i = turn % streams.len();
         turn += 1;
         let body = if batch == 1 {
-            sample_json(streams[i], steps[i])
+            sample_json(streams[i], steps[i], load.learn)
         } else {
-            batch_json(streams[i], steps[i], batch)
+            batch_json(streams[i], steps[i], batch, load.learn)
         };
         steps[i] += batch;
         let url = format!("{base}/streams/soak-{}", streams[i]);
@@ -196,6 +211,7 @@ async fn http_sender(
 async fn ws_sender(
     ws_base: String,
     stream: usize,
+    load: Load,
     per_sec: f64,
     offset: f64,
     end: Instant,
@@ -211,14 +227,14 @@ async fn ws_sender(
         }
     };
     let mut schedule = Schedule::new(per_sec, offset);
-    let mut step = WARMUP;
+    let mut step = load.first_step;
     loop {
         let scheduled = schedule.next().await;
         if scheduled >= end {
             let _ = socket.close(None).await;
             return tally;
         }
-        let frame = sample_json(stream, step);
+        let frame = sample_json(stream, step, load.learn);
         step += 1;
         let outcome = async {
             socket
@@ -344,6 +360,10 @@ async fn main() {
     let rate: f64 = env_or("HTM_SOAK_RATE", 750.0);
     let http_streams: usize = env_or("HTM_SOAK_STREAMS", 48);
     let checkpoint_secs: u64 = env_or("HTM_SOAK_CHECKPOINT_SECS", 60);
+    let load = Load {
+        first_step: env_or("HTM_SOAK_WARMUP", 450),
+        learn: env_or("HTM_SOAK_LEARN", true),
+    };
     let dir = tempfile::tempdir().unwrap();
     let mut server = start_server(dir.path(), checkpoint_secs).await;
     let base = server.base.clone();
@@ -352,7 +372,8 @@ async fn main() {
     let pid = server.child.id();
     let total_streams = http_streams + BATCH_STREAMS + WS_STREAMS;
     println!(
-        "soak: {secs} s at {rate} samples/s offered; {total_streams} streams; server pid {pid}"
+        "soak: {secs} s at {rate} samples/s offered; {total_streams} streams warmed with {} samples each; load learned: {}; server pid {pid}",
+        load.first_step, load.learn
     );
 
     // Warm every stream past calibration, a few at a time.
@@ -362,7 +383,13 @@ async fn main() {
         let posts = chunk.iter().map(|&s| {
             let url = format!("{base}/streams/soak-{s}");
             let client = &warm_client;
-            async move { post(client, &url, batch_json(s, 0, WARMUP)).await }
+            async move {
+                for from in (0..load.first_step).step_by(WARMUP_BATCH as usize) {
+                    let n = WARMUP_BATCH.min(load.first_step - from);
+                    post(client, &url, batch_json(s, from, n, true)).await?;
+                }
+                Ok::<(), String>(())
+            }
         });
         for r in futures_util::future::join_all(posts).await {
             r.expect("warm-up batch accepted");
@@ -393,6 +420,7 @@ async fn main() {
             tokio::spawn(http_sender(
                 base.clone(),
                 streams,
+                load,
                 1,
                 http_rate,
                 offset,
@@ -411,6 +439,7 @@ async fn main() {
             tokio::spawn(http_sender(
                 base.clone(),
                 streams,
+                load,
                 BATCH_SIZE,
                 batch_rate,
                 offset,
@@ -425,6 +454,7 @@ async fn main() {
             tokio::spawn(ws_sender(
                 ws_base.clone(),
                 stream,
+                load,
                 ws_rate,
                 i as f64 / WS_STREAMS as f64,
                 end,

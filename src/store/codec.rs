@@ -15,7 +15,6 @@
 //!
 //! Encoding is unaffected by the limit: files written before it decode as
 //! before.
-
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -37,37 +36,94 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Resul
         .map_err(|e| e.to_string())
 }
 
+/// Why [`encode_to_writer`] or [`decode_from_reader`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The writer or reader failed (a full disk, a bad sector); kept whole
+    /// so the caller can tell its kind.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The value cannot be encoded, or the bytes do not decode.
+    #[error("{0}")]
+    Value(String),
+}
+
+/// Encode `value` into `out` as it is produced, without building the
+/// encoding in memory first. bincode writes field by field, so `out` should
+/// be buffered.
+pub fn encode_to_writer<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut impl std::io::Write,
+) -> Result<(), StreamError> {
+    match bincode::serde::encode_into_std_write(value, out, standard()) {
+        Ok(_) => Ok(()),
+        Err(bincode::error::EncodeError::Io { inner, .. }) => Err(StreamError::Io(inner)),
+        Err(e) => Err(StreamError::Value(e.to_string())),
+    }
+}
+
+/// Call `$decode($input, config)` with the standard configuration limited
+/// to the smallest rung of a ladder of powers of two that is at least
+/// `$need` bytes (bincode's limit is a const generic, hence the ladder).
+macro_rules! with_limit {
+    ($need:expr, $decode:path, $input:expr) => {
+        with_limit!(@rungs $need, $decode, $input; 12 14 16 18 20 22 24 26 28 30 32 34 36 38 40 42 44)
+    };
+    (@rungs $need:expr, $decode:path, $input:expr; $($bits:literal)*) => {{
+        let need: usize = $need;
+        $(
+            if need <= 1usize << $bits {
+                $decode($input, standard().with_limit::<{ 1usize << $bits }>())
+            } else
+        )*
+        {
+            $decode($input, standard().with_limit::<{ usize::MAX }>())
+        }
+    }};
+}
+
 /// Decode one value that must take all of `bytes`, allocating at most about
 /// [`CLAIM_FACTOR`] times `bytes.len()` (rounded up to a power of two, at
 /// least 4 KiB) whatever the bytes say.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     let need = bytes.len().saturating_mul(CLAIM_FACTOR);
-    let (value, used) = decode_by_limit::<T>(bytes, need).map_err(|e| e.to_string())?;
+    let (value, used) =
+        with_limit!(need, bincode::serde::decode_from_slice, bytes).map_err(|e| e.to_string())?;
     if used != bytes.len() {
         return Err(format!("{used} of {} bytes used", bytes.len()));
     }
     Ok(value)
 }
 
-/// Decode with the smallest limit of the ladder that is at least `need`.
-fn decode_by_limit<T: DeserializeOwned>(
-    bytes: &[u8],
-    need: usize,
-) -> Result<(T, usize), bincode::error::DecodeError> {
-    macro_rules! ladder {
-        ($($bits:literal)*) => {
-            $(
-                if need <= 1usize << $bits {
-                    return bincode::serde::decode_from_slice(
-                        bytes,
-                        standard().with_limit::<{ 1usize << $bits }>(),
-                    );
-                }
-            )*
-        };
+/// Decode one value from the next `len` bytes of `reader`, which must take
+/// all of them, with the same allocation bound as [`decode`]. Reading
+/// stops after `len` bytes whatever the value claims; a value that claims
+/// more is a [`StreamError::Value`], a failing reader a [`StreamError::Io`].
+pub fn decode_from_reader<T: DeserializeOwned>(
+    reader: impl std::io::Read,
+    len: u64,
+) -> Result<T, StreamError> {
+    let mut reader = reader.take(len);
+    let need = usize::try_from(len)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(CLAIM_FACTOR);
+    let value = match with_limit!(need, bincode::serde::decode_from_std_read, &mut reader) {
+        Ok(value) => value,
+        Err(bincode::error::DecodeError::Io { inner, .. })
+            if inner.kind() != std::io::ErrorKind::UnexpectedEof =>
+        {
+            return Err(StreamError::Io(inner))
+        }
+        Err(e) => return Err(StreamError::Value(e.to_string())),
+    };
+    let unused = std::io::copy(&mut reader, &mut std::io::sink())?;
+    if unused != 0 {
+        return Err(StreamError::Value(format!(
+            "{} of {len} bytes used",
+            len - unused
+        )));
     }
-    ladder!(12 14 16 18 20 22 24 26 28 30 32 34 36 38 40 42 44);
-    bincode::serde::decode_from_slice(bytes, standard().with_limit::<{ usize::MAX }>())
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -100,6 +156,11 @@ mod tests {
         bytes.extend_from_slice(b"abc");
         let err = decode::<String>(&bytes).unwrap_err();
         assert!(err.to_string().contains("imit"), "{err}");
+        let len = bytes.len() as u64;
+        match decode_from_reader::<String>(&bytes[..], len) {
+            Err(StreamError::Value(e)) => assert!(e.contains("imit"), "{e}"),
+            other => panic!("{other:?}"),
+        }
         // Just under the ladder's first rung, still far beyond the input.
         let mut bytes = vec![252];
         bytes.extend_from_slice(&4000u32.to_le_bytes());
@@ -112,5 +173,27 @@ mod tests {
         encode_into(&5u32, &mut bytes).unwrap();
         bytes.push(0);
         assert!(decode::<u32>(&bytes).unwrap_err().contains("1 of 2"));
+        match decode_from_reader::<u32>(&bytes[..], 2) {
+            Err(StreamError::Value(e)) => assert!(e.contains("1 of 2"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_reader_is_read_no_further_than_its_length() {
+        let mut bytes = Vec::new();
+        encode_into(&(5u32, 6u32), &mut bytes).unwrap();
+        let mut reader = &bytes[..];
+        // The value claims two fields, the length allows one.
+        assert!(matches!(
+            decode_from_reader::<(u32, u32)>(&mut reader, 1),
+            Err(StreamError::Value(_))
+        ));
+        assert_eq!(reader.len(), bytes.len() - 1);
+        let mut reader = &bytes[..];
+        assert_eq!(
+            decode_from_reader::<(u32, u32)>(&mut reader, 2).unwrap(),
+            (5, 6)
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! `quarantine/` folder where unreadable checkpoints are moved aside.
 //!
 //! Ids are validated ([`StreamId`]) before they become file names. Every
-//! write goes through [`checkpoint::save`] (temporary file, fsync, rename,
+//! write goes through [`checkpoint::PendingWrite`] (temporary file, fsync, rename,
 //! directory fsync).
 
 use std::fs;
@@ -91,19 +91,26 @@ impl DataDir {
     /// lock only while encoding.
     pub fn save(&self, stream: &Stream) -> Result<Saved, CheckpointError> {
         let _io = stream.lock_io();
-        let (bytes, version, lsn) = {
+        if !matches!(&*stream.lock(), Slot::Ready(_)) {
+            // An evicted stream's file is already its whole state.
+            return Ok(Saved::Nothing);
+        }
+        let mut pending = checkpoint::PendingWrite::create(&self.path_for(stream.id()))?;
+        let (version, lsn) = {
             let slot = stream.lock();
             let version = stream.version();
             match &*slot {
-                Slot::Ready(state) => (checkpoint::encode(&**state)?, version, state.wal_lsn),
-                // An evicted stream's file is already its whole state.
+                Slot::Ready(state) => {
+                    pending.write(&**state)?;
+                    (version, state.wal_lsn)
+                }
                 Slot::Evicted(_) | Slot::Broken(_) | Slot::Deleted => return Ok(Saved::Nothing),
             }
         };
-        checkpoint::write_atomic(&self.path_for(stream.id()), &bytes)?;
+        let bytes = pending.commit()?;
         stream.mark_saved(version);
         stream.mark_checkpoint_lsn(lsn);
-        Ok(Saved::Written(bytes.len()))
+        Ok(Saved::Written(bytes as usize))
     }
 
     /// Mark `stream` deleted and remove its checkpoint. `log` runs first,
