@@ -4,7 +4,8 @@
 //! - `--header-timeout-secs`: a request's headers must arrive within this
 //!   time of the connection opening or of the previous answer; a client
 //!   that dribbles them (slowloris) or leaves a keep-alive connection idle
-//!   is disconnected.
+//!   is disconnected; the two are counted apart
+//!   ([`between_requests`](crate::server::between_requests)).
 //! - `--max-connections`: open connections, WebSocket sessions included.
 //!   One over the limit is answered `503 too_many_connections` and closed
 //!   at once, without reading from it, so a flood of sockets cannot starve
@@ -19,6 +20,7 @@
 //! [`SHUTDOWN_GRACE`], and waits for them.
 
 use std::pin::pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +36,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use crate::server::between_requests::Watched;
 use crate::server::AppState;
 
 /// How long requests in progress at shutdown may take to finish. A client
@@ -122,6 +125,7 @@ pub async fn serve(state: Arc<AppState>, listener: TcpListener, app: Router) {
             req.extensions_mut().insert(slot.clone());
             req
         });
+        let (stream, mid_request) = Watched::new(stream);
         let conn = builder
             .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
             .with_upgrades();
@@ -137,7 +141,12 @@ pub async fn serve(state: Arc<AppState>, listener: TcpListener, app: Router) {
             };
             if let Err(e) = served {
                 if e.is_timeout() {
-                    state.metrics.http_timeout("header");
+                    let phase = if mid_request.load(Ordering::Relaxed) {
+                        "header"
+                    } else {
+                        "idle"
+                    };
+                    state.metrics.http_timeout(phase);
                 }
                 tracing::debug!(error = %e, "connection ended with an error");
             }

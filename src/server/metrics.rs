@@ -242,7 +242,7 @@ impl Metrics {
             http_timeouts: reg!(IntCounterVec::new(
                 Opts::new(
                     "htm_http_timeouts_total",
-                    "Requests whose headers (--header-timeout-secs) or body (--body-timeout-secs) did not arrive in time, by phase."
+                    "Connections cut at a deadline, by phase: header (a request begun, its headers not complete within --header-timeout-secs), body (not complete within --body-timeout-secs; answered 408), idle (a keep-alive connection with no new request within --header-timeout-secs)."
                 ),
                 &["phase"]
             )?),

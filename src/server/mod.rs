@@ -21,6 +21,7 @@
 //! SIGINT.
 
 pub mod auth;
+pub mod between_requests;
 pub mod body_deadline;
 pub mod checkpointer;
 pub mod config;
