@@ -17,17 +17,22 @@
 //!   fed by a cell) live in a [`ListPool`]: one flat buffer of
 //!   power-of-two blocks plus a 12-byte head per list, instead of a 24-byte
 //!   `Vec` header and a heap block per cell.
-//! * **A per-segment copy of what walks read.** Next to each segment's
+//! * **Permanences live with their segment.** Next to each segment's
 //!   synapse ids, [`Link`]s hold their presynaptic cells and permanences in
-//!   the same order, so adapting, growing onto or ranking a segment reads a
-//!   few consecutive cache lines instead of one scattered synapse record per
-//!   synapse (that load was a third of `adapt_segment`'s time). The copy is
-//!   derived state: not serialized, rebuilt from the synapse records on load.
+//!   the same order, so adapting, growing onto or ranking a segment reads and
+//!   writes a few consecutive cache lines instead of one scattered synapse
+//!   record per synapse (that load, and then the store of the new
+//!   permanence, were a third of `adapt_segment`'s time). A live synapse's
+//!   permanence is only there; the synapse record keeps it once the synapse
+//!   is destroyed. Checkpoints keep the earlier layout (the permanence in
+//!   every synapse record): the links are rebuilt from it on load.
 //! * **Exact update rules.** A synapse is connected when its permanence is at
 //!   least `connected_permanence − 1e-6`; pruning removes a synapse whose
 //!   permanence would fall below `1e-6`; removing a synapse from a segment is
 //!   a swap-remove (the last synapse takes its slot), which changes the order
 //!   later walks see — all as in §2 and §9.
+
+use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +71,11 @@ impl Fanout {
 /// One synapse: the cell it listens to, the segment that owns it (`DEAD`
 /// once destroyed), its permanence in `[0, 1]`, and its slot in the
 /// presynaptic cell's fanout list.
+///
+/// In memory, `permanence` is only kept up to date once the synapse is
+/// destroyed (the value it had then, which a checkpoint stores): a live
+/// synapse's permanence is in its segment's [`Link`]. In a checkpoint every
+/// record holds the synapse's permanence.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 struct Synapse {
     presyn: u32,
@@ -218,10 +228,9 @@ impl Default for Fanout {
 
 /// Cells, their segments and the segments' synapses (§2).
 ///
-/// Serialized without its derived fields; loading goes through
-/// [`StoredConnections`], which rebuilds them.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(from = "StoredConnections")]
+/// Serialized as [`StoredConnections`]: the permanences in the synapse
+/// records, no links, no scratch buffers.
+#[derive(Clone, Debug)]
 pub struct Connections {
     /// Number of cells that may own segments.
     num_cells: u32,
@@ -237,8 +246,8 @@ pub struct Connections {
     /// buffer of a destroyed segment is kept for the next owner of the id.
     segment_synapses: Vec<Vec<u32>>,
     /// Per segment id: presynaptic cell and permanence of each synapse, in
-    /// the order of `segment_synapses` (a copy of the synapse records).
-    #[serde(skip)]
+    /// the order of `segment_synapses` (the only place a live synapse's
+    /// permanence is kept).
     segment_links: Vec<Vec<Link>>,
     /// Per segment id: how many of its synapses are connected.
     segment_connected: Vec<u32>,
@@ -257,32 +266,63 @@ pub struct Connections {
     fanout: ListPool<Fanout>,
 
     /// Reused buffer for synapse lists being edited (not state).
-    #[serde(skip)]
     scratch: Vec<u32>,
     /// Reused buffer for growth candidates (not state).
-    #[serde(skip)]
     candidates: Vec<u32>,
 }
 
-/// The serialized fields of [`Connections`], in its field order: what a
-/// checkpoint holds. Loading one rebuilds the per-segment [`Link`]s from the
-/// synapse records.
-#[derive(Deserialize)]
-struct StoredConnections {
+/// What a checkpoint holds of [`Connections`]: its state with every
+/// synapse's permanence in the synapse records (the layout before the
+/// per-segment links). Loading one rebuilds the links from the records.
+/// Borrowed when saving, owned when loading.
+#[derive(Serialize, Deserialize)]
+struct StoredConnections<'a> {
     num_cells: u32,
     connected_threshold: f32,
-    cell_segments: ListPool<u32>,
-    segment_cell: Vec<u32>,
-    segment_synapses: Vec<Vec<u32>>,
-    segment_connected: Vec<u32>,
-    free_segments: Vec<u32>,
+    cell_segments: Cow<'a, ListPool<u32>>,
+    segment_cell: Cow<'a, [u32]>,
+    segment_synapses: Cow<'a, [Vec<u32>]>,
+    segment_connected: Cow<'a, [u32]>,
+    free_segments: Cow<'a, [u32]>,
+    /// Always a copy: the live synapses' permanences are filled in.
     synapses: Vec<Synapse>,
-    free_synapses: Vec<u32>,
-    fanout: ListPool<Fanout>,
+    free_synapses: Cow<'a, [u32]>,
+    fanout: Cow<'a, ListPool<Fanout>>,
 }
 
-impl From<StoredConnections> for Connections {
-    fn from(stored: StoredConnections) -> Self {
+impl Serialize for Connections {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // Live synapses take their permanence from their segment's links.
+        let mut synapses = self.synapses.clone();
+        for (ids, links) in self.segment_synapses.iter().zip(&self.segment_links) {
+            for (&id, link) in ids.iter().zip(links) {
+                synapses[id as usize].permanence = link.permanence;
+            }
+        }
+        StoredConnections {
+            num_cells: self.num_cells,
+            connected_threshold: self.connected_threshold,
+            cell_segments: Cow::Borrowed(&self.cell_segments),
+            segment_cell: Cow::Borrowed(&self.segment_cell),
+            segment_synapses: Cow::Borrowed(&self.segment_synapses),
+            segment_connected: Cow::Borrowed(&self.segment_connected),
+            free_segments: Cow::Borrowed(&self.free_segments),
+            synapses,
+            free_synapses: Cow::Borrowed(&self.free_synapses),
+            fanout: Cow::Borrowed(&self.fanout),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Connections {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        StoredConnections::deserialize(deserializer).map(Self::from)
+    }
+}
+
+impl From<StoredConnections<'_>> for Connections {
+    fn from(stored: StoredConnections<'_>) -> Self {
         let segment_links = stored
             .segment_synapses
             .iter()
@@ -301,15 +341,15 @@ impl From<StoredConnections> for Connections {
         Self {
             num_cells: stored.num_cells,
             connected_threshold: stored.connected_threshold,
-            cell_segments: stored.cell_segments,
-            segment_cell: stored.segment_cell,
-            segment_synapses: stored.segment_synapses,
+            cell_segments: stored.cell_segments.into_owned(),
+            segment_cell: stored.segment_cell.into_owned(),
+            segment_synapses: stored.segment_synapses.into_owned(),
             segment_links,
-            segment_connected: stored.segment_connected,
-            free_segments: stored.free_segments,
+            segment_connected: stored.segment_connected.into_owned(),
+            free_segments: stored.free_segments.into_owned(),
             synapses: stored.synapses,
-            free_synapses: stored.free_synapses,
-            fanout: stored.fanout,
+            free_synapses: stored.free_synapses.into_owned(),
+            fanout: stored.fanout.into_owned(),
             scratch: Vec::new(),
             candidates: Vec::new(),
         }
@@ -575,18 +615,20 @@ impl Connections {
         let i = synapse as usize;
         let segment = self.synapses[i].segment;
         assert!(segment != DEAD, "synapse {synapse} destroyed twice");
-        let connected = self.is_connected(synapse);
-        self.index_remove(synapse);
-        if connected {
-            self.segment_connected[segment as usize] -= 1;
-        }
         let list = &mut self.segment_synapses[segment as usize];
         let at = list
             .iter()
             .position(|&s| s == synapse)
             .expect("synapse missing from its segment");
         list.swap_remove(at);
-        self.segment_links[segment as usize].swap_remove(at);
+        let permanence = self.segment_links[segment as usize]
+            .swap_remove(at)
+            .permanence;
+        self.index_remove(synapse);
+        if permanence >= self.connected_threshold {
+            self.segment_connected[segment as usize] -= 1;
+        }
+        self.synapses[i].permanence = permanence;
         self.synapses[i].segment = DEAD;
         self.free_synapses.push(synapse);
     }
@@ -622,19 +664,18 @@ impl Connections {
         let permanence = permanence.clamp(0.0, 1.0);
         link.permanence = permanence;
         let synapse = self.segment_synapses[segment as usize][at];
-        self.store_permanence(synapse, old, permanence);
+        self.note_permanence_change(synapse, old, permanence);
     }
 
-    /// Write the new permanence (already clamped and already in the
-    /// segment's [`Link`]) into the record of `synapse`, whose permanence was
-    /// `old`, and flip its connected flag and count when it crosses the
-    /// threshold.
+    /// After the permanence of `synapse` changed from `old` to `permanence`
+    /// (already clamped and in the segment's [`Link`]): flip its connected
+    /// flag and count when it crossed the threshold. Only then is the
+    /// synapse record read.
     #[inline(always)]
-    fn store_permanence(&mut self, synapse: u32, old: f32, permanence: f32) {
+    fn note_permanence_change(&mut self, synapse: u32, old: f32, permanence: f32) {
         let i = synapse as usize;
         let was = old >= self.connected_threshold;
         let now = permanence >= self.connected_threshold;
-        self.synapses[i].permanence = permanence;
         if was != now {
             let segment = self.synapses[i].segment as usize;
             let presyn = self.synapses[i].presyn as usize;
@@ -684,7 +725,7 @@ impl Connections {
             } else {
                 let updated = (permanence + delta).clamp(0.0, 1.0);
                 link.permanence = updated;
-                self.store_permanence(synapse, permanence, updated);
+                self.note_permanence_change(synapse, permanence, updated);
             }
         }
         self.segment_synapses[segment as usize] = synapses;
@@ -873,9 +914,15 @@ impl Connections {
             .is_some_and(|&c| c != DEAD)
     }
 
-    /// The permanence of `synapse`.
+    /// The permanence of `synapse` (a live one: found in its segment's
+    /// links, a walk over the segment).
     pub fn permanence(&self, synapse: u32) -> f32 {
-        self.synapses[synapse as usize].permanence
+        let segment = self.synapses[synapse as usize].segment as usize;
+        let at = self.segment_synapses[segment]
+            .iter()
+            .position(|&s| s == synapse)
+            .expect("synapse missing from its segment");
+        self.segment_links[segment][at].permanence
     }
 
     /// The presynaptic cell of `synapse`.
@@ -885,7 +932,7 @@ impl Connections {
 
     /// Whether `synapse` is connected.
     pub fn is_connected(&self, synapse: u32) -> bool {
-        self.synapses[synapse as usize].permanence >= self.connected_threshold
+        self.permanence(synapse) >= self.connected_threshold
     }
 
     /// Number of live segments.
@@ -981,15 +1028,11 @@ impl Connections {
             assert_eq!(links.len(), synapses.len(), "links of {segment}");
             for (&synapse, link) in synapses.iter().zip(links) {
                 let record = self.synapses[synapse as usize];
-                assert_eq!(
-                    (link.presyn, link.permanence.to_bits()),
-                    (record.presyn, record.permanence.to_bits()),
-                    "link of synapse {synapse}"
-                );
+                assert_eq!(link.presyn, record.presyn, "link of synapse {synapse}");
                 live_synapses += 1;
                 let s = synapse as usize;
                 assert_eq!(self.synapses[s].segment, segment as u32);
-                let p = self.synapses[s].permanence;
+                let p = link.permanence;
                 assert!((0.0..=1.0).contains(&p), "permanence {p} out of range");
                 if self.is_connected(synapse) {
                     connected += 1;
@@ -1086,6 +1129,27 @@ mod tests {
         assert_eq!(c.synapses_for_segment(seg).len(), 1);
         assert_eq!(c.num_synapses(), 1);
         c.check_invariants();
+    }
+
+    #[test]
+    fn a_checkpoint_holds_the_adapted_permanences_and_reloads_them() {
+        let (mut c, seg) = with_segment(0, &[(10, 0.45), (11, 0.3), (12, 0.05)]);
+        // 10 crosses the threshold, 12 is pruned (its record keeps 0.05).
+        c.adapt_segment(seg, |p| p == 10, 0.1, 0.1, true, 1);
+        let json = serde_json::to_string(&c).unwrap();
+        let stored: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let records: Vec<f32> = stored["synapses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["permanence"].as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(records, [0.45f32 + 0.1, 0.3f32 - 0.1, 0.05f32]);
+        let restored: Connections = serde_json::from_str(&json).unwrap();
+        restored.check_invariants();
+        assert_eq!(perms_by_presyn(&restored, seg), perms_by_presyn(&c, seg));
+        assert_eq!(restored.num_connected(seg), 1);
+        assert_eq!(serde_json::to_string(&restored).unwrap(), json);
     }
 
     #[test]
