@@ -359,11 +359,12 @@ impl From<StoredConnections<'_>> for Connections {
 /// Per-segment counts of active synapses, filled by
 /// [`Connections::compute_activity`].
 ///
-/// The counts are indexed by segment id and reset sparsely: only the
-/// segments touched by the last computation are zeroed, so a step costs time
-/// in proportion to the active synapses, not to the number of segments.
-/// Each segment's two counts share one `u64` (potential in the low half,
-/// connected in the high half), so counting a synapse is one add.
+/// The counts are indexed by segment id and zeroed all at once before each
+/// computation: the active cells' synapses reach most segments anyway, and
+/// one `memset` of 8 bytes a segment is cheaper than remembering, synapse by
+/// synapse, which segments were touched. Each segment's two counts share
+/// one `u64` (potential in the low half, connected in the high half), so
+/// counting a synapse is one add.
 ///
 /// The segments whose potential count reaches a threshold are listed while
 /// counting (the count passes the threshold exactly once, as it grows by
@@ -373,10 +374,6 @@ impl From<StoredConnections<'_>> for Connections {
 pub struct SegmentActivity {
     /// Per segment id: `connected << 32 | potential`.
     counts: Vec<u64>,
-    /// The first `num_touched` entries are the segments counted, in the
-    /// order first met; the rest is room (one slot per segment id, plus one).
-    touched: Vec<u32>,
-    num_touched: usize,
     /// Segments whose potential count reached `reach_threshold`, in the order
     /// they reached it.
     reached: Vec<u32>,
@@ -397,11 +394,6 @@ impl SegmentActivity {
         self.counts.get(segment as usize).map_or(0, |&c| c as u32)
     }
 
-    /// Segments with at least one active synapse, in no particular order.
-    pub fn touched(&self) -> &[u32] {
-        &self.touched[..self.num_touched]
-    }
-
     /// Segments with at least `reach_threshold` active synapses (the
     /// threshold given to [`Connections::compute_activity`]), in no
     /// particular order.
@@ -409,41 +401,22 @@ impl SegmentActivity {
         &self.reached
     }
 
-    /// Zero the counts of the last computation and make room for `capacity`
-    /// segment ids.
+    /// Zero the counts of `capacity` segment ids.
     fn reset(&mut self, capacity: usize, reach_threshold: u32) {
-        for &s in &self.touched[..self.num_touched] {
-            self.counts[s as usize] = 0;
-        }
-        self.num_touched = 0;
+        self.counts.clear();
+        self.counts.resize(capacity, 0);
         self.reached.clear();
         self.reach_threshold = reach_threshold.max(1);
-        if self.counts.len() < capacity {
-            self.counts.resize(capacity, 0);
-        }
-        // One spare slot for the unconditional store in `count_all`.
-        if self.touched.len() < capacity + 1 {
-            self.touched.resize(capacity + 1, 0);
-        }
     }
 
     /// Count the active synapses listed in `entries`.
     #[inline]
     fn count_all(&mut self, entries: &[Fanout]) {
         let counts = &mut self.counts[..];
-        let touched = &mut self.touched[..];
         let reach = self.reach_threshold;
-        let mut n = self.num_touched;
         for f in entries {
             let segment = f.segment();
             let c = &mut counts[segment as usize];
-            // Record the segment when first met, without a branch: the slot
-            // past the end is overwritten unless `n` advances. A segment is
-            // met first at most once per computation, so `n` never exceeds
-            // the number of segment ids, one less than the length of
-            // `touched`.
-            touched[n] = segment;
-            n += usize::from(*c == 0);
             // One for potential, plus 1 << 32 when connected (the flag is bit
             // 31 of `tagged`).
             *c += 1 + (u64::from(f.tagged & CONNECTED_FLAG) << 1);
@@ -452,12 +425,11 @@ impl SegmentActivity {
                 self.reached.push(segment);
             }
         }
-        self.num_touched = n;
     }
 
     /// Heap bytes held.
     pub fn memory_bytes(&self) -> usize {
-        8 * self.counts.capacity() + 4 * (self.touched.capacity() + self.reached.capacity())
+        8 * self.counts.capacity() + 4 * self.reached.capacity()
     }
 }
 
@@ -869,7 +841,7 @@ impl Connections {
     /// into [`SegmentActivity::potential`]; list the segments with at least
     /// `reach_threshold` (taken as 1 if 0) of them in
     /// [`SegmentActivity::reached`]. Work is proportional to the synapses fed
-    /// by the active cells.
+    /// by the active cells, plus zeroing 8 bytes per segment id.
     pub fn compute_activity(
         &self,
         active_presynaptic: &[u32],
@@ -1200,9 +1172,6 @@ mod tests {
         assert_eq!((act.connected(a), act.potential(a)), (2, 3));
         assert_eq!((act.connected(b), act.potential(b)), (1, 2));
         assert_eq!((act.connected(idle), act.potential(idle)), (0, 0));
-        let mut touched = act.touched().to_vec();
-        touched.sort_unstable();
-        assert_eq!(touched, vec![a, b]);
         // Only `a` has 3 active synapses.
         assert_eq!(act.reached(), &[a]);
 
@@ -1210,14 +1179,13 @@ mod tests {
         c.compute_activity(&[13], 1, &mut act);
         assert_eq!((act.connected(a), act.potential(a)), (0, 0));
         assert_eq!((act.connected(b), act.potential(b)), (1, 1));
-        assert_eq!(act.touched(), &[b]);
         assert_eq!(act.reached(), &[b]);
     }
 
     #[test]
     fn activity_counts_when_every_segment_is_touched_many_times() {
         // One segment fed by many active cells: every entry after the first
-        // lands on an already-touched segment, with no spare segment id.
+        // lands on an already-counted segment.
         let mut c = Connections::new(4, 0.5);
         let seg = c.create_segment(0, 0);
         for input in 0..6 {
@@ -1226,7 +1194,6 @@ mod tests {
         let mut act = SegmentActivity::default();
         c.compute_activity(&[100, 101, 102, 103, 104, 105], 4, &mut act);
         assert_eq!((act.connected(seg), act.potential(seg)), (3, 6));
-        assert_eq!(act.touched(), &[seg]);
         // Listed once, when its count reached 4, not again at 5 and 6.
         assert_eq!(act.reached(), &[seg]);
     }
