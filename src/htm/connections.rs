@@ -17,11 +17,22 @@
 //!   fed by a cell) live in a [`ListPool`]: one flat buffer of
 //!   power-of-two blocks plus a 12-byte head per list, instead of a 24-byte
 //!   `Vec` header and a heap block per cell.
+//! * **Permanences live with their segment.** Next to each segment's
+//!   synapse ids, [`Link`]s hold their presynaptic cells and permanences in
+//!   the same order, so adapting, growing onto or ranking a segment reads and
+//!   writes a few consecutive cache lines instead of one scattered synapse
+//!   record per synapse (that load, and then the store of the new
+//!   permanence, were a third of `adapt_segment`'s time). A live synapse's
+//!   permanence is only there; the synapse record keeps it once the synapse
+//!   is destroyed. Checkpoints keep the earlier layout (the permanence in
+//!   every synapse record): the links are rebuilt from it on load.
 //! * **Exact update rules.** A synapse is connected when its permanence is at
 //!   least `connected_permanence − 1e-6`; pruning removes a synapse whose
 //!   permanence would fall below `1e-6`; removing a synapse from a segment is
 //!   a swap-remove (the last synapse takes its slot), which changes the order
 //!   later walks see — all as in §2 and §9.
+
+use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
@@ -60,12 +71,25 @@ impl Fanout {
 /// One synapse: the cell it listens to, the segment that owns it (`DEAD`
 /// once destroyed), its permanence in `[0, 1]`, and its slot in the
 /// presynaptic cell's fanout list.
+///
+/// In memory, `permanence` is only kept up to date once the synapse is
+/// destroyed (the value it had then, which a checkpoint stores): a live
+/// synapse's permanence is in its segment's [`Link`]. In a checkpoint every
+/// record holds the synapse's permanence.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 struct Synapse {
     presyn: u32,
     segment: u32,
     permanence: f32,
     slot: u32,
+}
+
+/// The part of a [`Synapse`] that walks over a segment read, stored per
+/// segment in the order of its synapse ids (see the module notes).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Link {
+    presyn: u32,
+    permanence: f32,
 }
 
 /// Where one list of a [`ListPool`] lives.
@@ -203,7 +227,10 @@ impl Default for Fanout {
 }
 
 /// Cells, their segments and the segments' synapses (§2).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+///
+/// Serialized as [`StoredConnections`]: the permanences in the synapse
+/// records, no links, no scratch buffers.
+#[derive(Clone, Debug)]
 pub struct Connections {
     /// Number of cells that may own segments.
     num_cells: u32,
@@ -218,6 +245,10 @@ pub struct Connections {
     /// Per segment id: its synapses (order changes by swap-remove). The
     /// buffer of a destroyed segment is kept for the next owner of the id.
     segment_synapses: Vec<Vec<u32>>,
+    /// Per segment id: presynaptic cell and permanence of each synapse, in
+    /// the order of `segment_synapses` (the only place a live synapse's
+    /// permanence is kept).
+    segment_links: Vec<Vec<Link>>,
     /// Per segment id: how many of its synapses are connected.
     segment_connected: Vec<u32>,
     /// Destroyed segment ids, reused last-in first-out.
@@ -235,21 +266,105 @@ pub struct Connections {
     fanout: ListPool<Fanout>,
 
     /// Reused buffer for synapse lists being edited (not state).
-    #[serde(skip)]
     scratch: Vec<u32>,
     /// Reused buffer for growth candidates (not state).
-    #[serde(skip)]
     candidates: Vec<u32>,
+}
+
+/// What a checkpoint holds of [`Connections`]: its state with every
+/// synapse's permanence in the synapse records (the layout before the
+/// per-segment links). Loading one rebuilds the links from the records.
+/// Borrowed when saving, owned when loading.
+#[derive(Serialize, Deserialize)]
+struct StoredConnections<'a> {
+    num_cells: u32,
+    connected_threshold: f32,
+    cell_segments: Cow<'a, ListPool<u32>>,
+    segment_cell: Cow<'a, [u32]>,
+    segment_synapses: Cow<'a, [Vec<u32>]>,
+    segment_connected: Cow<'a, [u32]>,
+    free_segments: Cow<'a, [u32]>,
+    /// Always a copy: the live synapses' permanences are filled in.
+    synapses: Vec<Synapse>,
+    free_synapses: Cow<'a, [u32]>,
+    fanout: Cow<'a, ListPool<Fanout>>,
+}
+
+impl Serialize for Connections {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // Live synapses take their permanence from their segment's links.
+        let mut synapses = self.synapses.clone();
+        for (ids, links) in self.segment_synapses.iter().zip(&self.segment_links) {
+            for (&id, link) in ids.iter().zip(links) {
+                synapses[id as usize].permanence = link.permanence;
+            }
+        }
+        StoredConnections {
+            num_cells: self.num_cells,
+            connected_threshold: self.connected_threshold,
+            cell_segments: Cow::Borrowed(&self.cell_segments),
+            segment_cell: Cow::Borrowed(&self.segment_cell),
+            segment_synapses: Cow::Borrowed(&self.segment_synapses),
+            segment_connected: Cow::Borrowed(&self.segment_connected),
+            free_segments: Cow::Borrowed(&self.free_segments),
+            synapses,
+            free_synapses: Cow::Borrowed(&self.free_synapses),
+            fanout: Cow::Borrowed(&self.fanout),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Connections {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        StoredConnections::deserialize(deserializer).map(Self::from)
+    }
+}
+
+impl From<StoredConnections<'_>> for Connections {
+    fn from(stored: StoredConnections<'_>) -> Self {
+        let segment_links = stored
+            .segment_synapses
+            .iter()
+            .map(|ids| {
+                ids.iter()
+                    .map(|&s| {
+                        let synapse = stored.synapses[s as usize];
+                        Link {
+                            presyn: synapse.presyn,
+                            permanence: synapse.permanence,
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        Self {
+            num_cells: stored.num_cells,
+            connected_threshold: stored.connected_threshold,
+            cell_segments: stored.cell_segments.into_owned(),
+            segment_cell: stored.segment_cell.into_owned(),
+            segment_synapses: stored.segment_synapses.into_owned(),
+            segment_links,
+            segment_connected: stored.segment_connected.into_owned(),
+            free_segments: stored.free_segments.into_owned(),
+            synapses: stored.synapses,
+            free_synapses: stored.free_synapses.into_owned(),
+            fanout: stored.fanout.into_owned(),
+            scratch: Vec::new(),
+            candidates: Vec::new(),
+        }
+    }
 }
 
 /// Per-segment counts of active synapses, filled by
 /// [`Connections::compute_activity`].
 ///
-/// The counts are indexed by segment id and reset sparsely: only the
-/// segments touched by the last computation are zeroed, so a step costs time
-/// in proportion to the active synapses, not to the number of segments.
-/// Each segment's two counts share one `u64` (potential in the low half,
-/// connected in the high half), so counting a synapse is one add.
+/// The counts are indexed by segment id and zeroed all at once before each
+/// computation: the active cells' synapses reach most segments anyway, and
+/// one `memset` of 8 bytes a segment is cheaper than remembering, synapse by
+/// synapse, which segments were touched. Each segment's two counts share
+/// one `u64` (potential in the low half, connected in the high half), so
+/// counting a synapse is one add.
 ///
 /// The segments whose potential count reaches a threshold are listed while
 /// counting (the count passes the threshold exactly once, as it grows by
@@ -259,10 +374,6 @@ pub struct Connections {
 pub struct SegmentActivity {
     /// Per segment id: `connected << 32 | potential`.
     counts: Vec<u64>,
-    /// The first `num_touched` entries are the segments counted, in the
-    /// order first met; the rest is room (one slot per segment id, plus one).
-    touched: Vec<u32>,
-    num_touched: usize,
     /// Segments whose potential count reached `reach_threshold`, in the order
     /// they reached it.
     reached: Vec<u32>,
@@ -283,11 +394,6 @@ impl SegmentActivity {
         self.counts.get(segment as usize).map_or(0, |&c| c as u32)
     }
 
-    /// Segments with at least one active synapse, in no particular order.
-    pub fn touched(&self) -> &[u32] {
-        &self.touched[..self.num_touched]
-    }
-
     /// Segments with at least `reach_threshold` active synapses (the
     /// threshold given to [`Connections::compute_activity`]), in no
     /// particular order.
@@ -295,41 +401,22 @@ impl SegmentActivity {
         &self.reached
     }
 
-    /// Zero the counts of the last computation and make room for `capacity`
-    /// segment ids.
+    /// Zero the counts of `capacity` segment ids.
     fn reset(&mut self, capacity: usize, reach_threshold: u32) {
-        for &s in &self.touched[..self.num_touched] {
-            self.counts[s as usize] = 0;
-        }
-        self.num_touched = 0;
+        self.counts.clear();
+        self.counts.resize(capacity, 0);
         self.reached.clear();
         self.reach_threshold = reach_threshold.max(1);
-        if self.counts.len() < capacity {
-            self.counts.resize(capacity, 0);
-        }
-        // One spare slot for the unconditional store in `count_all`.
-        if self.touched.len() < capacity + 1 {
-            self.touched.resize(capacity + 1, 0);
-        }
     }
 
     /// Count the active synapses listed in `entries`.
     #[inline]
     fn count_all(&mut self, entries: &[Fanout]) {
         let counts = &mut self.counts[..];
-        let touched = &mut self.touched[..];
         let reach = self.reach_threshold;
-        let mut n = self.num_touched;
         for f in entries {
             let segment = f.segment();
             let c = &mut counts[segment as usize];
-            // Record the segment when first met, without a branch: the slot
-            // past the end is overwritten unless `n` advances. A segment is
-            // met first at most once per computation, so `n` never exceeds
-            // the number of segment ids, one less than the length of
-            // `touched`.
-            touched[n] = segment;
-            n += usize::from(*c == 0);
             // One for potential, plus 1 << 32 when connected (the flag is bit
             // 31 of `tagged`).
             *c += 1 + (u64::from(f.tagged & CONNECTED_FLAG) << 1);
@@ -338,12 +425,11 @@ impl SegmentActivity {
                 self.reached.push(segment);
             }
         }
-        self.num_touched = n;
     }
 
     /// Heap bytes held.
     pub fn memory_bytes(&self) -> usize {
-        8 * self.counts.capacity() + 4 * (self.touched.capacity() + self.reached.capacity())
+        8 * self.counts.capacity() + 4 * self.reached.capacity()
     }
 }
 
@@ -357,6 +443,7 @@ impl Connections {
             cell_segments: ListPool::with_lists(num_cells as usize),
             segment_cell: Vec::new(),
             segment_synapses: Vec::new(),
+            segment_links: Vec::new(),
             segment_connected: Vec::new(),
             free_segments: Vec::new(),
             synapses: Vec::new(),
@@ -397,6 +484,7 @@ impl Connections {
                 self.segment_cell[id as usize] = cell;
                 self.segment_connected[id as usize] = 0;
                 debug_assert!(self.segment_synapses[id as usize].is_empty());
+                debug_assert!(self.segment_links[id as usize].is_empty());
                 id
             }
             None => {
@@ -404,6 +492,7 @@ impl Connections {
                 assert!(id < CONNECTED_FLAG, "too many segments");
                 self.segment_cell.push(cell);
                 self.segment_synapses.push(Vec::new());
+                self.segment_links.push(Vec::new());
                 self.segment_connected.push(0);
                 id
             }
@@ -417,12 +506,9 @@ impl Connections {
     fn least_useful_segment(&self, cell: u32) -> u32 {
         let mut best: Option<(f32, u32)> = None;
         for &segment in self.cell_segments.get(cell as usize) {
-            let score: f32 = self.segment_synapses[segment as usize]
+            let score: f32 = self.segment_links[segment as usize]
                 .iter()
-                .map(|&s| {
-                    let p = self.synapses[s as usize].permanence;
-                    p * p
-                })
+                .map(|link| link.permanence * link.permanence)
                 .fold(0.0, |acc, x| acc + x);
             let better = match best {
                 None => true,
@@ -446,15 +532,14 @@ impl Connections {
     /// its id returned.
     pub fn create_synapse(&mut self, segment: u32, presynaptic_cell: u32, permanence: f32) -> u32 {
         debug_assert!(self.segment_exists(segment), "synapse on dead segment");
-        let existing = self.segment_synapses[segment as usize]
+        let existing = self.segment_links[segment as usize]
             .iter()
-            .copied()
-            .find(|&s| self.synapses[s as usize].presyn == presynaptic_cell);
-        if let Some(synapse) = existing {
-            if permanence > self.synapses[synapse as usize].permanence {
-                self.update_permanence(synapse, permanence);
+            .position(|link| link.presyn == presynaptic_cell);
+        if let Some(at) = existing {
+            if permanence > self.segment_links[segment as usize][at].permanence {
+                self.update_permanence(segment, at, permanence);
             }
-            return synapse;
+            return self.segment_synapses[segment as usize][at];
         }
 
         let permanence = permanence.clamp(0.0, 1.0);
@@ -481,6 +566,10 @@ impl Connections {
             }
         };
         self.segment_synapses[segment as usize].push(synapse);
+        self.segment_links[segment as usize].push(Link {
+            presyn: presynaptic_cell,
+            permanence,
+        });
         let connected = permanence >= self.connected_threshold;
         if connected {
             self.segment_connected[segment as usize] += 1;
@@ -498,17 +587,20 @@ impl Connections {
         let i = synapse as usize;
         let segment = self.synapses[i].segment;
         assert!(segment != DEAD, "synapse {synapse} destroyed twice");
-        let connected = self.is_connected(synapse);
-        self.index_remove(synapse);
-        if connected {
-            self.segment_connected[segment as usize] -= 1;
-        }
         let list = &mut self.segment_synapses[segment as usize];
         let at = list
             .iter()
             .position(|&s| s == synapse)
             .expect("synapse missing from its segment");
         list.swap_remove(at);
+        let permanence = self.segment_links[segment as usize]
+            .swap_remove(at)
+            .permanence;
+        self.index_remove(synapse);
+        if permanence >= self.connected_threshold {
+            self.segment_connected[segment as usize] -= 1;
+        }
+        self.synapses[i].permanence = permanence;
         self.synapses[i].segment = DEAD;
         self.free_synapses.push(synapse);
     }
@@ -534,24 +626,28 @@ impl Connections {
 
     // ------------------------------------------------------------ permanences
 
-    /// Set the permanence of `synapse` to `permanence` clamped to `[0, 1]`,
-    /// moving it between the connected and unconnected index when its status
-    /// flips.
+    /// Set the permanence of the `at`-th synapse of `segment` to
+    /// `permanence` clamped to `[0, 1]`, moving it between the connected and
+    /// unconnected index when its status flips.
     #[inline]
-    pub fn update_permanence(&mut self, synapse: u32, permanence: f32) {
-        let old = self.synapses[synapse as usize].permanence;
-        self.replace_permanence(synapse, old, permanence);
+    fn update_permanence(&mut self, segment: u32, at: usize, permanence: f32) {
+        let link = &mut self.segment_links[segment as usize][at];
+        let old = link.permanence;
+        let permanence = permanence.clamp(0.0, 1.0);
+        link.permanence = permanence;
+        let synapse = self.segment_synapses[segment as usize][at];
+        self.note_permanence_change(synapse, old, permanence);
     }
 
-    /// [`Connections::update_permanence`] for a caller that has just read
-    /// the synapse's permanence `old`.
+    /// After the permanence of `synapse` changed from `old` to `permanence`
+    /// (already clamped and in the segment's [`Link`]): flip its connected
+    /// flag and count when it crossed the threshold. Only then is the
+    /// synapse record read.
     #[inline(always)]
-    fn replace_permanence(&mut self, synapse: u32, old: f32, permanence: f32) {
+    fn note_permanence_change(&mut self, synapse: u32, old: f32, permanence: f32) {
         let i = synapse as usize;
-        let permanence = permanence.clamp(0.0, 1.0);
         let was = old >= self.connected_threshold;
         let now = permanence >= self.connected_threshold;
-        self.synapses[i].permanence = permanence;
         if was != now {
             let segment = self.synapses[i].segment as usize;
             let presyn = self.synapses[i].presyn as usize;
@@ -584,13 +680,13 @@ impl Connections {
     ) {
         let mut doomed = std::mem::take(&mut self.scratch);
         doomed.clear();
-        // The list is borrowed out (no copy) while the permanences change;
-        // nothing below touches `segment_synapses` until it is back.
+        // The lists are borrowed out (no copy) while the permanences change;
+        // nothing below touches `segment_synapses` or `segment_links` until
+        // they are back.
         let synapses = std::mem::take(&mut self.segment_synapses[segment as usize]);
-        for &synapse in &synapses {
-            let Synapse {
-                presyn, permanence, ..
-            } = self.synapses[synapse as usize];
+        let mut links = std::mem::take(&mut self.segment_links[segment as usize]);
+        for (link, &synapse) in links.iter_mut().zip(&synapses) {
+            let Link { presyn, permanence } = *link;
             let delta = if is_active(presyn) {
                 increment
             } else {
@@ -599,10 +695,13 @@ impl Connections {
             if prune && permanence + delta < PERMANENCE_EPSILON {
                 doomed.push(synapse);
             } else {
-                self.replace_permanence(synapse, permanence, permanence + delta);
+                let updated = (permanence + delta).clamp(0.0, 1.0);
+                link.permanence = updated;
+                self.note_permanence_change(synapse, permanence, updated);
             }
         }
         self.segment_synapses[segment as usize] = synapses;
+        self.segment_links[segment as usize] = links;
         for &synapse in &doomed {
             self.destroy_synapse(synapse);
         }
@@ -620,18 +719,14 @@ impl Connections {
     /// of synapses). Nothing happens when `k == 0`, the segment has no
     /// synapses, or it already has `k` connected.
     pub fn raise_permanences_to_threshold(&mut self, segment: u32, k: u32) {
-        let synapses = &self.segment_synapses[segment as usize];
-        if k == 0 || synapses.is_empty() || self.segment_connected[segment as usize] >= k {
+        let links = &self.segment_links[segment as usize];
+        if k == 0 || links.is_empty() || self.segment_connected[segment as usize] >= k {
             return;
         }
         let mut perms = std::mem::take(&mut self.scratch);
         perms.clear();
         // The scratch buffer holds f32 bit patterns; compare them as floats.
-        perms.extend(
-            synapses
-                .iter()
-                .map(|&s| self.synapses[s as usize].permanence.to_bits()),
-        );
+        perms.extend(links.iter().map(|link| link.permanence.to_bits()));
         let k = (k as usize).min(perms.len());
         let (_, kth, _) = perms.select_nth_unstable_by(k - 1, |a, b| {
             f32::from_bits(*b)
@@ -648,10 +743,9 @@ impl Connections {
 
     /// Add `delta` to the permanence of every synapse of `segment` (clamped).
     pub fn bump_segment(&mut self, segment: u32, delta: f32) {
-        for k in 0..self.segment_synapses[segment as usize].len() {
-            let synapse = self.segment_synapses[segment as usize][k];
-            let permanence = self.synapses[synapse as usize].permanence;
-            self.update_permanence(synapse, permanence + delta);
+        for at in 0..self.segment_links[segment as usize].len() {
+            let permanence = self.segment_links[segment as usize][at].permanence;
+            self.update_permanence(segment, at, permanence + delta);
         }
     }
 
@@ -659,27 +753,29 @@ impl Connections {
     /// is not in `exclude` (sorted ascending): ordered by permanence, ties to
     /// the smaller synapse id.
     pub fn destroy_min_permanence_synapses(&mut self, segment: u32, n: usize, exclude: &[u32]) {
+        // Positions in the segment first (so ranking reads the segment's
+        // links, not the scattered records), turned into synapse ids before
+        // any is destroyed.
         let mut doomed = std::mem::take(&mut self.scratch);
         doomed.clear();
+        let links = &self.segment_links[segment as usize];
+        let ids = &self.segment_synapses[segment as usize];
         doomed.extend(
-            self.segment_synapses[segment as usize]
-                .iter()
-                .copied()
-                .filter(|&s| {
-                    exclude
-                        .binary_search(&self.synapses[s as usize].presyn)
-                        .is_err()
-                }),
+            (0..links.len() as u32)
+                .filter(|&at| exclude.binary_search(&links[at as usize].presyn).is_err()),
         );
-        let synapses = &self.synapses;
         doomed.sort_unstable_by(|&a, &b| {
-            synapses[a as usize]
+            let (a, b) = (a as usize, b as usize);
+            links[a]
                 .permanence
-                .partial_cmp(&synapses[b as usize].permanence)
+                .partial_cmp(&links[b].permanence)
                 .unwrap_or(std::cmp::Ordering::Equal)
-                .then(a.cmp(&b))
+                .then(ids[a].cmp(&ids[b]))
         });
         doomed.truncate(n);
+        for at in doomed.iter_mut() {
+            *at = ids[*at as usize];
+        }
         for &synapse in &doomed {
             self.destroy_synapse(synapse);
         }
@@ -745,7 +841,7 @@ impl Connections {
     /// into [`SegmentActivity::potential`]; list the segments with at least
     /// `reach_threshold` (taken as 1 if 0) of them in
     /// [`SegmentActivity::reached`]. Work is proportional to the synapses fed
-    /// by the active cells.
+    /// by the active cells, plus zeroing 8 bytes per segment id.
     pub fn compute_activity(
         &self,
         active_presynaptic: &[u32],
@@ -790,9 +886,15 @@ impl Connections {
             .is_some_and(|&c| c != DEAD)
     }
 
-    /// The permanence of `synapse`.
+    /// The permanence of `synapse` (a live one: found in its segment's
+    /// links, a walk over the segment).
     pub fn permanence(&self, synapse: u32) -> f32 {
-        self.synapses[synapse as usize].permanence
+        let segment = self.synapses[synapse as usize].segment as usize;
+        let at = self.segment_synapses[segment]
+            .iter()
+            .position(|&s| s == synapse)
+            .expect("synapse missing from its segment");
+        self.segment_links[segment][at].permanence
     }
 
     /// The presynaptic cell of `synapse`.
@@ -802,7 +904,7 @@ impl Connections {
 
     /// Whether `synapse` is connected.
     pub fn is_connected(&self, synapse: u32) -> bool {
-        self.synapses[synapse as usize].permanence >= self.connected_threshold
+        self.permanence(synapse) >= self.connected_threshold
     }
 
     /// Number of live segments.
@@ -833,6 +935,8 @@ impl Connections {
         }
         size_of::<Vec<u32>>() * self.segment_synapses.capacity()
             + nested(&self.segment_synapses)
+            + size_of::<Vec<Link>>() * self.segment_links.capacity()
+            + nested(&self.segment_links)
             + self.cell_segments.memory_bytes()
             + self.fanout.memory_bytes()
             + 4 * (self.segment_cell.capacity()
@@ -886,16 +990,21 @@ impl Connections {
             let synapses = &self.segment_synapses[segment];
             if cell == DEAD {
                 assert!(synapses.is_empty(), "dead segment {segment} holds synapses");
+                assert!(self.segment_links[segment].is_empty());
                 assert!(self.free_segments.contains(&(segment as u32)));
                 continue;
             }
             let mut connected = 0;
             let mut presyns: Vec<u32> = Vec::new();
-            for &synapse in synapses {
+            let links = &self.segment_links[segment];
+            assert_eq!(links.len(), synapses.len(), "links of {segment}");
+            for (&synapse, link) in synapses.iter().zip(links) {
+                let record = self.synapses[synapse as usize];
+                assert_eq!(link.presyn, record.presyn, "link of synapse {synapse}");
                 live_synapses += 1;
                 let s = synapse as usize;
                 assert_eq!(self.synapses[s].segment, segment as u32);
-                let p = self.synapses[s].permanence;
+                let p = link.permanence;
                 assert!((0.0..=1.0).contains(&p), "permanence {p} out of range");
                 if self.is_connected(synapse) {
                     connected += 1;
@@ -995,6 +1104,27 @@ mod tests {
     }
 
     #[test]
+    fn a_checkpoint_holds_the_adapted_permanences_and_reloads_them() {
+        let (mut c, seg) = with_segment(0, &[(10, 0.45), (11, 0.3), (12, 0.05)]);
+        // 10 crosses the threshold, 12 is pruned (its record keeps 0.05).
+        c.adapt_segment(seg, |p| p == 10, 0.1, 0.1, true, 1);
+        let json = serde_json::to_string(&c).unwrap();
+        let stored: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let records: Vec<f32> = stored["synapses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["permanence"].as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(records, [0.45f32 + 0.1, 0.3f32 - 0.1, 0.05f32]);
+        let restored: Connections = serde_json::from_str(&json).unwrap();
+        restored.check_invariants();
+        assert_eq!(perms_by_presyn(&restored, seg), perms_by_presyn(&c, seg));
+        assert_eq!(restored.num_connected(seg), 1);
+        assert_eq!(serde_json::to_string(&restored).unwrap(), json);
+    }
+
+    #[test]
     fn destroying_a_synapse_moves_the_last_one_into_its_slot() {
         let (mut c, seg) = with_segment(0, &[(10, 0.1), (11, 0.2), (12, 0.3), (13, 0.4)]);
         assert_eq!(c.synapses_for_segment(seg), &[0, 1, 2, 3]);
@@ -1042,9 +1172,6 @@ mod tests {
         assert_eq!((act.connected(a), act.potential(a)), (2, 3));
         assert_eq!((act.connected(b), act.potential(b)), (1, 2));
         assert_eq!((act.connected(idle), act.potential(idle)), (0, 0));
-        let mut touched = act.touched().to_vec();
-        touched.sort_unstable();
-        assert_eq!(touched, vec![a, b]);
         // Only `a` has 3 active synapses.
         assert_eq!(act.reached(), &[a]);
 
@@ -1052,14 +1179,13 @@ mod tests {
         c.compute_activity(&[13], 1, &mut act);
         assert_eq!((act.connected(a), act.potential(a)), (0, 0));
         assert_eq!((act.connected(b), act.potential(b)), (1, 1));
-        assert_eq!(act.touched(), &[b]);
         assert_eq!(act.reached(), &[b]);
     }
 
     #[test]
     fn activity_counts_when_every_segment_is_touched_many_times() {
         // One segment fed by many active cells: every entry after the first
-        // lands on an already-touched segment, with no spare segment id.
+        // lands on an already-counted segment.
         let mut c = Connections::new(4, 0.5);
         let seg = c.create_segment(0, 0);
         for input in 0..6 {
@@ -1068,7 +1194,6 @@ mod tests {
         let mut act = SegmentActivity::default();
         c.compute_activity(&[100, 101, 102, 103, 104, 105], 4, &mut act);
         assert_eq!((act.connected(seg), act.potential(seg)), (3, 6));
-        assert_eq!(act.touched(), &[seg]);
         // Listed once, when its count reached 4, not again at 5 and 6.
         assert_eq!(act.reached(), &[seg]);
     }

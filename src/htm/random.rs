@@ -45,15 +45,23 @@ impl Random {
         Self { state, index: N }
     }
 
+    /// Regenerate the 624 state words in place, in index order: word `i`
+    /// becomes a mix of words `i`, `i + 1` and `i + M` (indices modulo
+    /// `N`; those below `i` already regenerated). The three loops are the
+    /// stretches where those indices do not wrap, so no modulo is needed.
     fn twist(&mut self) {
-        for i in 0..N {
-            let y = (self.state[i] & UPPER_MASK) | (self.state[(i + 1) % N] & LOWER_MASK);
-            let mut next = self.state[(i + M) % N] ^ (y >> 1);
-            if y & 1 != 0 {
-                next ^= MATRIX_A;
-            }
-            self.state[i] = next;
+        fn mix(word: u32, next: u32, far: u32) -> u32 {
+            let y = (word & UPPER_MASK) | (next & LOWER_MASK);
+            far ^ (y >> 1) ^ ((y & 1).wrapping_neg() & MATRIX_A)
         }
+        let mt = &mut self.state[..N];
+        for i in 0..N - M {
+            mt[i] = mix(mt[i], mt[i + 1], mt[i + M]);
+        }
+        for i in N - M..N - 1 {
+            mt[i] = mix(mt[i], mt[i + 1], mt[i + M - N]);
+        }
+        mt[N - 1] = mix(mt[N - 1], mt[0], mt[M - 1]);
         self.index = 0;
     }
 

@@ -1365,6 +1365,8 @@ mod tests {
             }
             let json = serde_json::to_string(&original).unwrap();
             let mut restored: TemporalMemory = serde_json::from_str(&json).unwrap();
+            // The derived per-segment links are rebuilt on load.
+            restored.connections().check_invariants();
             prop_assert_eq!(run(&mut original, &after, &abc), run(&mut restored, &after, &abc));
             prop_assert_eq!(original.predictive_cells().to_vec(), restored.predictive_cells().to_vec());
             prop_assert_eq!(serde_json::to_string(&original).unwrap(), serde_json::to_string(&restored).unwrap());
