@@ -27,7 +27,10 @@
 //! The server runs **in-process**: [`htm_stream::server::run`] on its own
 //! multi-thread tokio runtime (threads named `htm-srv`, blocking pool
 //! included) over a real `127.0.0.1:0` socket, with a temporary data
-//! directory and periodic checkpoints off (`--checkpoint-interval-secs 0`);
+//! directory, periodic checkpoints off (`--checkpoint-interval-secs 0`) and
+//! a memory budget of 70 % of `MemAvailable` (`--memory-budget-bytes`,
+//! unless `HTM_MEMORY_BUDGET_BYTES` is set), so the streams chosen below
+//! stay resident;
 //! every other setting is the `serve` default, so streams are created by their
 //! first sample with the `default` preset. The load generator is a reqwest
 //! client on a second runtime (threads named `htm-load`); server and client
@@ -634,14 +637,24 @@ fn main() {
         .enable_all()
         .build()
         .expect("the server runtime");
-    let args = ServeArgs::try_parse_from([
+    let mut flags = vec![
         "serve".to_string(),
         "--data-dir".into(),
         dir.path().display().to_string(),
         "--checkpoint-interval-secs".into(),
         "0".into(),
-    ])
-    .expect("valid flags");
+    ];
+    // The bench uses as many streams as fit in 60 % of the available
+    // memory and measures them resident; under the server's default budget
+    // (8 GiB) hundreds of warmed models would be evicted and reloaded on
+    // every request instead. 70 % leaves the models' own estimate room.
+    if std::env::var_os("HTM_MEMORY_BUDGET_BYTES").is_none() {
+        if let Some(available) = mem_available() {
+            flags.push("--memory-budget-bytes".into());
+            flags.push((available / 10 * 7).to_string());
+        }
+    }
+    let args = ServeArgs::try_parse_from(flags).expect("valid flags");
     let listener = server_rt
         .block_on(TcpListener::bind("127.0.0.1:0"))
         .expect("bind 127.0.0.1:0");
