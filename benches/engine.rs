@@ -1,6 +1,7 @@
 //! Criterion benches of the engine on real data: one Spatial Pooler step,
 //! one Temporal Memory step and one full `Model::step`, with the `nab`
-//! preset over the hot-gym series (`../shared/data/hotgym.csv`).
+//! preset over the hot-gym series (`../shared/data/hotgym.csv`), and the
+//! encoding of that model's checkpoint after one pass.
 //!
 //! Each bench first warms a model up with one pass over the file (learning
 //! on, as in service), keeps that state as a snapshot, then measures steps
@@ -27,6 +28,7 @@ use htm_stream::htm::temporal_memory::TemporalMemory;
 use htm_stream::model::{Model, ModelParams};
 use htm_stream::replay::run::probationary_period;
 use htm_stream::replay::series::{read_series, Sample, SeriesFormat};
+use htm_stream::store::codec;
 
 /// The hot-gym file: `$HTM_HOTGYM_CSV`, else `shared/data/hotgym.csv` next
 /// to the repository (or next to the worktree's parent, for git worktrees).
@@ -158,6 +160,15 @@ fn bench_engine(c: &mut Criterion) {
     for s in &samples {
         model.step(s.timestamp, s.value, true);
     }
+    // The checkpoint of the model after one pass, encoded into a 64 KiB
+    // buffer that is thrown away (the codec's work, not the disk's).
+    c.bench_function("checkpoint_encode_nab_hotgym", |bench| {
+        bench.iter(|| {
+            let mut sink = std::io::BufWriter::with_capacity(1 << 16, std::io::sink());
+            codec::encode_to_writer(&model, &mut sink).unwrap();
+        })
+    });
+
     let (model_snapshot, mut k) = (model.clone(), 0);
     c.bench_function("model_step_nab_hotgym", |bench| {
         bench.iter_custom(|iters| {

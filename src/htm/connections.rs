@@ -284,21 +284,47 @@ struct StoredConnections<'a> {
     segment_synapses: Cow<'a, [Vec<u32>]>,
     segment_connected: Cow<'a, [u32]>,
     free_segments: Cow<'a, [u32]>,
-    /// Always a copy: the live synapses' permanences are filled in.
-    synapses: Vec<Synapse>,
+    synapses: StoredSynapses<'a>,
     free_synapses: Cow<'a, [u32]>,
     fanout: Cow<'a, ListPool<Fanout>>,
 }
 
+/// The synapse records of a checkpoint, each with its permanence.
+///
+/// Saving writes them straight from the live [`Connections`], looking up each
+/// live synapse's permanence in its segment's links as it goes, so a
+/// checkpoint needs no copy of the records (a copy is megabytes per model,
+/// and a model's checkpoint is written again and again).
+enum StoredSynapses<'a> {
+    /// Borrowed when saving.
+    Saving(&'a Connections),
+    /// Owned when loading.
+    Loaded(Vec<Synapse>),
+}
+
+impl Serialize for StoredSynapses<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Saving(connections) => serializer.collect_seq(
+                connections
+                    .synapses
+                    .iter()
+                    .enumerate()
+                    .map(|(id, synapse)| connections.stored_synapse(id as u32, *synapse)),
+            ),
+            Self::Loaded(synapses) => synapses.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StoredSynapses<'_> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Vec::deserialize(deserializer).map(Self::Loaded)
+    }
+}
+
 impl Serialize for Connections {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        // Live synapses take their permanence from their segment's links.
-        let mut synapses = self.synapses.clone();
-        for (ids, links) in self.segment_synapses.iter().zip(&self.segment_links) {
-            for (&id, link) in ids.iter().zip(links) {
-                synapses[id as usize].permanence = link.permanence;
-            }
-        }
         StoredConnections {
             num_cells: self.num_cells,
             connected_threshold: self.connected_threshold,
@@ -307,7 +333,7 @@ impl Serialize for Connections {
             segment_synapses: Cow::Borrowed(&self.segment_synapses),
             segment_connected: Cow::Borrowed(&self.segment_connected),
             free_segments: Cow::Borrowed(&self.free_segments),
-            synapses,
+            synapses: StoredSynapses::Saving(self),
             free_synapses: Cow::Borrowed(&self.free_synapses),
             fanout: Cow::Borrowed(&self.fanout),
         }
@@ -323,13 +349,16 @@ impl<'de> Deserialize<'de> for Connections {
 
 impl From<StoredConnections<'_>> for Connections {
     fn from(stored: StoredConnections<'_>) -> Self {
+        let StoredSynapses::Loaded(synapses) = stored.synapses else {
+            unreachable!("deserializing always yields StoredSynapses::Loaded")
+        };
         let segment_links = stored
             .segment_synapses
             .iter()
             .map(|ids| {
                 ids.iter()
                     .map(|&s| {
-                        let synapse = stored.synapses[s as usize];
+                        let synapse = synapses[s as usize];
                         Link {
                             presyn: synapse.presyn,
                             permanence: synapse.permanence,
@@ -347,7 +376,7 @@ impl From<StoredConnections<'_>> for Connections {
             segment_links,
             segment_connected: stored.segment_connected.into_owned(),
             free_segments: stored.free_segments.into_owned(),
-            synapses: stored.synapses,
+            synapses,
             free_synapses: stored.free_synapses.into_owned(),
             fanout: stored.fanout.into_owned(),
             scratch: Vec::new(),
@@ -895,6 +924,19 @@ impl Connections {
             .position(|&s| s == synapse)
             .expect("synapse missing from its segment");
         self.segment_links[segment][at].permanence
+    }
+
+    /// `synapse`'s record as a checkpoint holds it: a live synapse with the
+    /// permanence of its link, a destroyed one as it was left.
+    fn stored_synapse(&self, id: u32, synapse: Synapse) -> Synapse {
+        if synapse.segment == DEAD {
+            synapse
+        } else {
+            Synapse {
+                permanence: self.permanence(id),
+                ..synapse
+            }
+        }
     }
 
     /// The presynaptic cell of `synapse`.
