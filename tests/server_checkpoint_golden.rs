@@ -1,8 +1,10 @@
-//! Golden checkpoint: `tests/fixtures/golden-v2.ckpt` is a committed file in
-//! checkpoint format version 2. Decoding it pins the header and the codec;
+//! Golden checkpoint: `tests/fixtures/golden-v3.ckpt` is a committed file in
+//! checkpoint format version 3. Decoding it pins the header and the codec;
 //! re-encoding the decoded state must give the same bytes. The version 1
-//! file (`golden-v1.ckpt`, before the write-ahead-log LSN was stored) is
-//! kept unchanged and must be refused with `UnknownVersion`.
+//! file (`golden-v1.ckpt`, before the write-ahead-log LSN was stored) and
+//! the version 2 file (`golden-v2.ckpt`, before the classifier's weights
+//! were stored as `f32`) are kept unchanged and must be refused with
+//! `UnknownVersion`.
 //!
 //! The payload holds a `Model`, so the file must be regenerated whenever the
 //! model's serialized form changes (for instance when the real engine
@@ -23,6 +25,10 @@ use htm_stream::store::checkpoint::{self, CheckpointError, FORMAT_VERSION, HEADE
 use htm_stream::store::{Sample, StreamConfig, StreamId, StreamState, ValueRange};
 
 fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden-v3.ckpt")
+}
+
+fn fixture_v2() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden-v2.ckpt")
 }
 
@@ -67,7 +73,7 @@ fn golden_state() -> StreamState {
 
 #[test]
 fn golden_checkpoint_decodes() {
-    let bytes = std::fs::read(fixture()).expect("tests/fixtures/golden-v2.ckpt is committed");
+    let bytes = std::fs::read(fixture()).expect("tests/fixtures/golden-v3.ckpt is committed");
     assert_eq!(&bytes[..8], b"HTMCKPT\0");
     assert_eq!(
         u32::from_le_bytes(bytes[8..12].try_into().unwrap()),
@@ -137,7 +143,17 @@ fn version_1_golden_is_refused() {
 }
 
 #[test]
-#[ignore = "writes tests/fixtures/golden-v2.ckpt; run by hand when the model's serialized form changes"]
+fn version_2_golden_is_refused() {
+    let bytes = std::fs::read(fixture_v2()).expect("tests/fixtures/golden-v2.ckpt is kept");
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 2);
+    assert!(matches!(
+        checkpoint::decode::<StreamState>(&bytes),
+        Err(CheckpointError::UnknownVersion { found: 2 })
+    ));
+}
+
+#[test]
+#[ignore = "writes tests/fixtures/golden-v3.ckpt; run by hand when the model's serialized form changes"]
 fn regenerate_golden() {
     checkpoint::save(&fixture(), &golden_state()).unwrap();
 }

@@ -230,7 +230,7 @@ impl Default for Fanout {
 ///
 /// Serialized as [`StoredConnections`]: the permanences in the synapse
 /// records, no links, no scratch buffers.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Connections {
     /// Number of cells that may own segments.
     num_cells: u32,
@@ -249,6 +249,11 @@ pub struct Connections {
     /// the order of `segment_synapses` (the only place a live synapse's
     /// permanence is kept).
     segment_links: Vec<Vec<Link>>,
+    /// Heap bytes of the lists in `segment_synapses` and `segment_links`
+    /// (their capacities), kept up to date as they grow, so that
+    /// [`Connections::memory_bytes`] (asked after every step the server
+    /// takes) is not a walk over every segment.
+    segment_list_bytes: usize,
     /// Per segment id: how many of its synapses are connected.
     segment_connected: Vec<u32>,
     /// Destroyed segment ids, reused last-in first-out.
@@ -269,6 +274,36 @@ pub struct Connections {
     scratch: Vec<u32>,
     /// Reused buffer for growth candidates (not state).
     candidates: Vec<u32>,
+}
+
+/// Heap bytes of the lists `lists` (their capacities).
+fn list_bytes<T>(lists: &[Vec<T>]) -> usize {
+    lists.iter().map(|x| x.capacity() * size_of::<T>()).sum()
+}
+
+/// A copy of the state. The copied segment lists hold only their lengths,
+/// so their byte count is taken again from the copy.
+impl Clone for Connections {
+    fn clone(&self) -> Self {
+        let segment_synapses = self.segment_synapses.clone();
+        let segment_links = self.segment_links.clone();
+        Self {
+            num_cells: self.num_cells,
+            connected_threshold: self.connected_threshold,
+            cell_segments: self.cell_segments.clone(),
+            segment_cell: self.segment_cell.clone(),
+            segment_list_bytes: list_bytes(&segment_synapses) + list_bytes(&segment_links),
+            segment_synapses,
+            segment_links,
+            segment_connected: self.segment_connected.clone(),
+            free_segments: self.free_segments.clone(),
+            synapses: self.synapses.clone(),
+            free_synapses: self.free_synapses.clone(),
+            fanout: self.fanout.clone(),
+            scratch: self.scratch.clone(),
+            candidates: self.candidates.clone(),
+        }
+    }
 }
 
 /// What a checkpoint holds of [`Connections`]: its state with every
@@ -352,7 +387,7 @@ impl From<StoredConnections<'_>> for Connections {
         let StoredSynapses::Loaded(synapses) = stored.synapses else {
             unreachable!("deserializing always yields StoredSynapses::Loaded")
         };
-        let segment_links = stored
+        let segment_links: Vec<Vec<Link>> = stored
             .segment_synapses
             .iter()
             .map(|ids| {
@@ -372,6 +407,7 @@ impl From<StoredConnections<'_>> for Connections {
             connected_threshold: stored.connected_threshold,
             cell_segments: stored.cell_segments.into_owned(),
             segment_cell: stored.segment_cell.into_owned(),
+            segment_list_bytes: list_bytes(&stored.segment_synapses) + list_bytes(&segment_links),
             segment_synapses: stored.segment_synapses.into_owned(),
             segment_links,
             segment_connected: stored.segment_connected.into_owned(),
@@ -473,6 +509,7 @@ impl Connections {
             segment_cell: Vec::new(),
             segment_synapses: Vec::new(),
             segment_links: Vec::new(),
+            segment_list_bytes: 0,
             segment_connected: Vec::new(),
             free_segments: Vec::new(),
             synapses: Vec::new(),
@@ -594,11 +631,18 @@ impl Connections {
                 id
             }
         };
-        self.segment_synapses[segment as usize].push(synapse);
-        self.segment_links[segment as usize].push(Link {
+        let ids = &mut self.segment_synapses[segment as usize];
+        let links = &mut self.segment_links[segment as usize];
+        let before =
+            list_bytes(std::slice::from_ref(ids)) + list_bytes(std::slice::from_ref(links));
+        ids.push(synapse);
+        links.push(Link {
             presyn: presynaptic_cell,
             permanence,
         });
+        self.segment_list_bytes += list_bytes(std::slice::from_ref(ids))
+            + list_bytes(std::slice::from_ref(links))
+            - before;
         let connected = permanence >= self.connected_threshold;
         if connected {
             self.segment_connected[segment as usize] += 1;
@@ -972,13 +1016,9 @@ impl Connections {
 
     /// Heap bytes held (capacities, not just lengths).
     pub fn memory_bytes(&self) -> usize {
-        fn nested<T>(v: &[Vec<T>]) -> usize {
-            v.iter().map(|x| x.capacity() * size_of::<T>()).sum()
-        }
         size_of::<Vec<u32>>() * self.segment_synapses.capacity()
-            + nested(&self.segment_synapses)
             + size_of::<Vec<Link>>() * self.segment_links.capacity()
-            + nested(&self.segment_links)
+            + self.segment_list_bytes
             + self.cell_segments.memory_bytes()
             + self.fanout.memory_bytes()
             + 4 * (self.segment_cell.capacity()
@@ -1064,6 +1104,11 @@ impl Connections {
             presyns.dedup();
             assert_eq!(presyns.len(), n, "duplicate presynaptic cell on {segment}");
         }
+        assert_eq!(
+            self.segment_list_bytes,
+            list_bytes(&self.segment_synapses) + list_bytes(&self.segment_links),
+            "segment list bytes"
+        );
         let indexed = self.fanout.total_len();
         assert_eq!(indexed, live_synapses);
         assert_eq!(self.num_synapses(), live_synapses);
@@ -1518,6 +1563,11 @@ mod tests {
                 }
                 c.check_invariants();
             }
+            // A copy keeps the invariants (its lists are shorter-capacity
+            // copies, so its byte count is its own) and holds no more.
+            let copy = c.clone();
+            copy.check_invariants();
+            prop_assert!(copy.memory_bytes() <= c.memory_bytes());
             // compute_activity agrees with a brute-force count.
             let active: Vec<u32> = active.into_iter().collect();
             let mut act = SegmentActivity::default();

@@ -34,9 +34,10 @@ use crate::store::codec;
 /// First eight bytes of every checkpoint file.
 pub const MAGIC: [u8; 8] = *b"HTMCKPT\0";
 /// The format version this build writes and reads. Version 2 added the
-/// write-ahead-log LSN a checkpoint covers (`StreamState::wal_lsn`);
-/// version 1 files are refused.
-pub const FORMAT_VERSION: u32 = 2;
+/// write-ahead-log LSN a checkpoint covers (`StreamState::wal_lsn`),
+/// version 3 stores the predictor's classifier weights as `f32`. Older
+/// files are refused.
+pub const FORMAT_VERSION: u32 = 3;
 /// Header length in bytes; the payload starts here.
 pub const HEADER_LEN: usize = 24;
 
