@@ -93,11 +93,6 @@ use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 
-/// The binary's allocator (src/main.rs), so the in-process server allocates
-/// as `htm-stream serve` does.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Streams of the single-sample scenarios.
 const STREAM_COUNTS: [usize; 3] = [1, 100, 1_000];
 /// Streams of the batch scenario and of the raw-step comparison.

@@ -20,14 +20,6 @@ use htm_stream::replay::run::{
 };
 use htm_stream::replay::series::{read_series, SeriesFormat};
 
-/// Every allocation of the binary goes through mimalloc rather than glibc's
-/// malloc. A server evicting and reloading models frees and rebuilds
-/// millions of small blocks; glibc keeps much of what its per-thread arenas
-/// free (RSS grew to 1.8× the models' own bytes in the 10,000-stream
-/// scenario of README "Scale"), mimalloc hands it back.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser, Debug)]
 #[command(
     name = "htm-stream",
