@@ -16,8 +16,12 @@
 //!   write-ahead log and its start-up replay.
 //! - [`server`] — the HTTP/WebSocket service.
 //!
+//! - [`format_compat`] — a leaf used by [`htm`] and [`store`]: fields added
+//!   after a checkpoint format version, read from older checkpoints.
+//!
 //! `src/main.rs` is the thin command line over these.
 
+pub mod format_compat;
 pub mod htm;
 pub mod model;
 pub mod nab;

@@ -1,10 +1,12 @@
-//! Golden checkpoint: `tests/fixtures/golden-v3.ckpt` is a committed file in
-//! checkpoint format version 3. Decoding it pins the header and the codec;
-//! re-encoding the decoded state must give the same bytes. The version 1
-//! file (`golden-v1.ckpt`, before the write-ahead-log LSN was stored) and
-//! the version 2 file (`golden-v2.ckpt`, before the classifier's weights
-//! were stored as `f32`) are kept unchanged and must be refused with
-//! `UnknownVersion`.
+//! Golden checkpoint: `tests/fixtures/golden-v4.ckpt` is a committed file in
+//! checkpoint format version 4. Decoding it pins the header and the codec;
+//! re-encoding the decoded state must give the same bytes. The version 3
+//! file (`golden-v3.ckpt`, before the Temporal Memory's
+//! `first_order_fallback`) is kept unchanged and must still be read, as the
+//! model it was (fallback off). The version 1 file (`golden-v1.ckpt`, before
+//! the write-ahead-log LSN was stored) and the version 2 file
+//! (`golden-v2.ckpt`, before the classifier's weights were stored as `f32`)
+//! are kept unchanged and must be refused with `UnknownVersion`.
 //!
 //! The payload holds a `Model`, so the file must be regenerated whenever the
 //! model's serialized form changes (for instance when the real engine
@@ -25,6 +27,10 @@ use htm_stream::store::checkpoint::{self, CheckpointError, FORMAT_VERSION, HEADE
 use htm_stream::store::{Sample, StreamConfig, StreamId, StreamState, ValueRange};
 
 fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden-v4.ckpt")
+}
+
+fn fixture_v3() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden-v3.ckpt")
 }
 
@@ -46,6 +52,13 @@ fn t0() -> NaiveDateTime {
 /// The state the golden file was made from: a configured stream fed 48
 /// hourly samples of a daily sine wave.
 fn golden_state() -> StreamState {
+    golden_state_with(
+        r#"{"value_encoder":{"size":100,"active_bits":7},"sp":{"column_dimensions":[64],"num_active_columns_per_inh_area":4},"tm":{"cells_per_column":16}}"#,
+    )
+}
+
+/// The golden stream with the model parameter `overrides` (JSON).
+fn golden_state_with(overrides: &str) -> StreamState {
     let config = StreamConfig {
         preset: "default".into(),
         value_range: Some(ValueRange {
@@ -54,7 +67,7 @@ fn golden_state() -> StreamState {
         }),
         resolution: None,
         // A deliberately small model, so the committed file stays small.
-        overrides: r#"{"value_encoder":{"size":100,"active_bits":7},"sp":{"column_dimensions":[64],"num_active_columns_per_inh_area":4},"tm":{"cells_per_column":16}}"#.into(),
+        overrides: overrides.into(),
         threshold: 0.6,
         learn: true,
     };
@@ -73,7 +86,7 @@ fn golden_state() -> StreamState {
 
 #[test]
 fn golden_checkpoint_decodes() {
-    let bytes = std::fs::read(fixture()).expect("tests/fixtures/golden-v3.ckpt is committed");
+    let bytes = std::fs::read(fixture()).expect("tests/fixtures/golden-v4.ckpt is committed");
     assert_eq!(&bytes[..8], b"HTMCKPT\0");
     assert_eq!(
         u32::from_le_bytes(bytes[8..12].try_into().unwrap()),
@@ -91,6 +104,7 @@ fn golden_checkpoint_decodes() {
         })
     );
     assert_eq!(st.model.params().tm.cells_per_column, 16);
+    assert_eq!(st.model.params().tm.first_order_fallback, 0.5);
     assert_eq!(st.model.steps(), 48);
     assert_eq!(st.last_timestamp, Some(t0() + chrono::Duration::hours(47)));
     let last = 50.0 + 40.0 * (47.0 * std::f64::consts::TAU / 24.0).sin();
@@ -147,6 +161,39 @@ fn assert_old_golden_refused(path: PathBuf, version: u32) {
     );
 }
 
+/// A version 3 checkpoint (written before the Temporal Memory had
+/// `first_order_fallback`) is read as the model it was: the fallback off,
+/// everything else as saved. Its model is the one this build makes with the
+/// fallback turned off, byte for byte, and it is saved as version 4.
+#[test]
+fn version_3_golden_is_read_with_the_fallback_off() {
+    let bytes = std::fs::read(fixture_v3()).expect("tests/fixtures/golden-v3.ckpt is kept");
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 3);
+    let old: StreamState = checkpoint::decode(&bytes).expect("version 3 is still read");
+    assert_eq!(old.model.params().tm.first_order_fallback, 0.0);
+    assert_eq!(old.model.steps(), 48);
+    assert_eq!(old.wal_lsn, 1234);
+
+    let off = golden_state_with(
+        r#"{"value_encoder":{"size":100,"active_bits":7},"sp":{"column_dimensions":[64],"num_active_columns_per_inh_area":4},"tm":{"cells_per_column":16,"first_order_fallback":0.0}}"#,
+    );
+    assert_eq!(
+        checkpoint::encode(&old.model).unwrap(),
+        checkpoint::encode(&off.model).unwrap()
+    );
+    let resaved = checkpoint::encode(&old).unwrap();
+    assert_eq!(
+        u32::from_le_bytes(resaved[8..12].try_into().unwrap()),
+        FORMAT_VERSION
+    );
+    let again: StreamState = checkpoint::decode(&resaved).unwrap();
+    assert_eq!(
+        checkpoint::encode(&again).unwrap(),
+        resaved,
+        "the migrated state round-trips in the current format"
+    );
+}
+
 #[test]
 fn version_1_golden_is_refused() {
     assert_old_golden_refused(fixture_v1(), 1);
@@ -158,7 +205,7 @@ fn version_2_golden_is_refused() {
 }
 
 #[test]
-#[ignore = "writes tests/fixtures/golden-v3.ckpt; run by hand when the model's serialized form changes"]
+#[ignore = "writes tests/fixtures/golden-v4.ckpt; run by hand when the model's serialized form changes"]
 fn regenerate_golden() {
     checkpoint::save(&fixture(), &golden_state()).unwrap();
 }

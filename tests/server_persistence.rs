@@ -192,3 +192,42 @@ async fn corrupt_checkpoint_is_moved_aside_and_its_stream_answers_503() {
     assert!(!metrics.contains("htm_checkpoint_unreadable{"), "{metrics}");
     s.stop().await.unwrap();
 }
+
+/// An upgrade keeps the learned models: a checkpoint of the previous format
+/// (version 3, the committed golden file) is served where it stopped, and
+/// the next checkpoint rewrites it in the current format.
+#[tokio::test]
+async fn a_previous_format_checkpoint_is_served_and_rewritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden-v3.ckpt");
+    let file = dir.path().join("golden.stream-1.ckpt");
+    std::fs::copy(&fixture, &file).unwrap();
+
+    let s = TestServer::start(dir.path(), &[]).await;
+    let (st, one) = s.get("/streams/golden.stream-1").await;
+    assert_eq!(st, 200, "{one}");
+    assert_eq!(one["stats"]["samples"], 48);
+    // The golden stream's 48 hourly samples ended at 2026-11-29T09:00Z.
+    let (st, r) = s
+        .post(
+            "golden.stream-1",
+            &json!({"value": 50.0, "timestamp": "2026-11-29T10:00:00Z"}),
+        )
+        .await;
+    assert_eq!((st, r["step"].as_u64()), (200, Some(49)), "{r}");
+    let r = s.client.post(s.url("/checkpoint")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    s.stop().await.unwrap();
+
+    let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(
+        u32::from_le_bytes(bytes[8..12].try_into().unwrap()),
+        htm_stream::store::checkpoint::FORMAT_VERSION
+    );
+    assert!(!dir.path().join("quarantine").exists());
+    let s = TestServer::start(dir.path(), &[]).await;
+    let (_, one) = s.get("/streams/golden.stream-1").await;
+    assert_eq!(one["stats"]["samples"], 49);
+    s.stop().await.unwrap();
+}

@@ -60,6 +60,18 @@ pub struct TemporalMemoryParams {
     pub max_segments_per_cell: u32,
     /// Synapses per segment before the weakest are recycled.
     pub max_synapses_per_segment: u32,
+    /// Score the raw anomaly against the first-order prediction too when the
+    /// Temporal Memory predicts fewer columns than this fraction of the last
+    /// input's columns (0 = off, htm.core's behaviour; at most 1). The
+    /// first-order prediction is what the last input's columns predict in
+    /// any context, as if they had all burst. It covers a *dead end*: the
+    /// last input was predicted in a context that has never been followed
+    /// by anything, so the Temporal Memory predicts nothing and the next
+    /// input scores 1.0 however familiar it is. NuPIC's backtracking TM
+    /// re-searches its context in the same case (a prediction below half
+    /// the input's size). Learning is unchanged.
+    #[serde(deserialize_with = "crate::format_compat::added_in_format_4")]
+    pub first_order_fallback: f32,
 }
 
 impl Default for TemporalMemoryParams {
@@ -77,6 +89,7 @@ impl Default for TemporalMemoryParams {
             seed: 42,
             max_segments_per_cell: 255,
             max_synapses_per_segment: 255,
+            first_order_fallback: 0.0,
         }
     }
 }
@@ -144,6 +157,7 @@ impl TemporalMemoryParams {
                 "predicted_segment_decrement",
                 self.predicted_segment_decrement,
             ),
+            ("first_order_fallback", self.first_order_fallback),
         ];
         for (field, value) in unit {
             if !(0.0..=1.0).contains(&value) {
@@ -212,6 +226,14 @@ pub struct TemporalMemory {
     /// segments.
     #[serde(skip)]
     segment_keys: Vec<u64>,
+    /// Scratch for the first-order fallback: every cell of the last input's
+    /// columns, their segments' activity and the columns they predict.
+    #[serde(skip)]
+    first_order_cells: Vec<u32>,
+    #[serde(skip)]
+    first_order_activity: SegmentActivity,
+    #[serde(skip)]
+    first_order_columns: Vec<u32>,
 }
 
 impl TemporalMemory {
@@ -241,6 +263,9 @@ impl TemporalMemory {
             prev_winners: Vec::new(),
             prev_active_mask: Vec::new(),
             segment_keys: Vec::new(),
+            first_order_cells: Vec::new(),
+            first_order_activity: SegmentActivity::default(),
+            first_order_columns: Vec::new(),
         })
     }
 
@@ -266,9 +291,64 @@ impl TemporalMemory {
                 self.predicted_columns.push(column);
             }
         }
-        self.anomaly = raw_anomaly(active_columns.indices(), &self.predicted_columns);
+        self.anomaly = if self.prediction_is_a_dead_end() {
+            self.add_first_order_prediction();
+            raw_anomaly(active_columns.indices(), &self.first_order_columns)
+        } else {
+            raw_anomaly(active_columns.indices(), &self.predicted_columns)
+        };
 
         self.activate_cells(active_columns.indices(), learn);
+    }
+
+    /// Whether the prediction going into this compute covers fewer columns
+    /// than `first_order_fallback` of the last input's (never when off or
+    /// when nothing was active).
+    fn prediction_is_a_dead_end(&self) -> bool {
+        let fraction = self.params.first_order_fallback;
+        if fraction <= 0.0 || self.active_cells.is_empty() {
+            return false;
+        }
+        let cpc = self.params.cells_per_column;
+        let mut last_columns = 0;
+        let mut previous = None;
+        for &cell in &self.active_cells {
+            if previous != Some(cell / cpc) {
+                last_columns += 1;
+                previous = Some(cell / cpc);
+            }
+        }
+        (self.predicted_columns.len() as f32) < fraction * last_columns as f32
+    }
+
+    /// `first_order_columns` = the predicted columns plus the columns that
+    /// the last input's columns predict with all their cells active.
+    fn add_first_order_prediction(&mut self) {
+        let cpc = self.params.cells_per_column;
+        self.first_order_cells.clear();
+        for &cell in &self.active_cells {
+            let column = cell / cpc;
+            if self.first_order_cells.last() != Some(&(column * cpc + cpc - 1)) {
+                self.first_order_cells
+                    .extend(column * cpc..(column + 1) * cpc);
+            }
+        }
+        let activation = self.params.activation_threshold;
+        let activity = &mut self.first_order_activity;
+        self.connections
+            .compute_activity(&self.first_order_cells, activation, activity);
+        self.first_order_columns.clear();
+        self.first_order_columns.extend(
+            activity
+                .reached()
+                .iter()
+                .filter(|&&segment| activity.connected(segment) >= activation)
+                .map(|&segment| self.connections.cell_for_segment(segment) / cpc),
+        );
+        self.first_order_columns
+            .extend_from_slice(&self.predicted_columns);
+        self.first_order_columns.sort_unstable();
+        self.first_order_columns.dedup();
     }
 
     /// §4.3: count active synapses per segment from the active cells and
@@ -493,8 +573,13 @@ impl TemporalMemory {
             + self.prev_winners.capacity()
             + 2 * self.prev_active_mask.capacity()
             + 2 * self.segment_keys.capacity()
+            + self.first_order_cells.capacity()
+            + self.first_order_columns.capacity()
             + 624;
-        self.connections.memory_bytes() + self.activity.memory_bytes() + 4 * words
+        self.connections.memory_bytes()
+            + self.activity.memory_bytes()
+            + self.first_order_activity.memory_bytes()
+            + 4 * words
     }
 }
 
@@ -677,6 +762,7 @@ mod tests {
             seed: 42,
             max_segments_per_cell: 255,
             max_synapses_per_segment: 255,
+            first_order_fallback: 0.0,
         }
     }
 
@@ -736,6 +822,7 @@ mod tests {
             (p.max_segments_per_cell, p.max_synapses_per_segment),
             (255, 255)
         );
+        assert_eq!(p.first_order_fallback, 0.0, "htm.core has no fallback");
     }
 
     #[test]
@@ -805,6 +892,16 @@ mod tests {
                 8
             ),
             "permanence_decrement"
+        );
+        assert_eq!(
+            field(
+                TemporalMemoryParams {
+                    first_order_fallback: 1.5,
+                    ..d()
+                },
+                8
+            ),
+            "first_order_fallback"
         );
         assert_eq!(
             field(
@@ -1255,6 +1352,64 @@ mod tests {
         }
     }
 
+    /// Columns 0 and 1 burst, then columns 2 and 3 are predicted by one cell
+    /// each (cells 8 and 12): a narrow context. Other cells of those columns
+    /// (9 and 13) predict column 4, so column 4 follows the *columns* 2 and 3
+    /// but not this context of them.
+    fn dead_end(first_order_fallback: f32) -> TemporalMemory {
+        let mut t = tm(TemporalMemoryParams {
+            activation_threshold: 2,
+            first_order_fallback,
+            ..small(4)
+        });
+        t.compute(&cols(&[0, 1]), false);
+        segment(&mut t, 8, &[(0, 0.5), (1, 0.5)]);
+        segment(&mut t, 12, &[(4, 0.5), (5, 0.5)]);
+        segment(&mut t, 16, &[(9, 0.5), (13, 0.5)]);
+        t.compute(&cols(&[2, 3]), false);
+        assert_eq!(t.active_cells(), &[8, 12]);
+        assert!(t.predictive_cells().is_empty());
+        t
+    }
+
+    #[test]
+    fn a_dead_end_is_scored_against_the_first_order_prediction() {
+        let mut off = dead_end(0.0);
+        off.compute(&cols(&[4]), true);
+        assert_eq!(off.anomaly(), 1.0, "htm.core: nothing predicted");
+
+        let mut on = dead_end(0.5);
+        on.compute(&cols(&[4]), true);
+        assert_eq!(on.anomaly(), 0.0, "columns 2 and 3 are followed by 4");
+        // Only the score differs: column 4 bursts and learns in both.
+        assert_eq!(on.active_cells(), off.active_cells());
+        assert_eq!(on.active_cells(), &[16, 17, 18, 19]);
+        assert_eq!(on.predicted_columns_of_last_compute(), &[] as &[u32]);
+
+        on.compute(&cols(&[5]), true);
+        assert_eq!(on.anomaly(), 1.0, "nothing ever followed column 4");
+    }
+
+    #[test]
+    fn the_fallback_waits_for_a_prediction_below_its_fraction() {
+        // Cells 8 and 12 predict column 5: one column for an input of two.
+        let with_prediction = |fraction| {
+            let mut t = dead_end(fraction);
+            segment(&mut t, 20, &[(8, 0.5), (12, 0.5)]);
+            t.dendrites_valid = false;
+            assert_eq!(t.predictive_cells(), &[20]);
+            t.compute(&cols(&[4]), true);
+            t.anomaly()
+        };
+        assert_eq!(with_prediction(0.0), 1.0);
+        assert_eq!(
+            with_prediction(0.5),
+            1.0,
+            "1 of 2 columns is not below half"
+        );
+        assert_eq!(with_prediction(1.0), 0.0, "1 of 2 columns is below all");
+    }
+
     #[test]
     fn reset_makes_a_learned_sequence_burst_again() {
         let p = patterns(3, 3);
@@ -1353,11 +1508,32 @@ mod tests {
         }
 
         #[test]
-        fn a_restored_checkpoint_continues_exactly(
-            before in steps(), after in steps(), peek in any::<bool>(),
+        fn the_first_order_fallback_changes_only_the_raw_anomaly(
+            steps in steps(), fraction in prop::sample::select(vec![0.25f32, 0.5, 1.0]),
         ) {
             let abc = alphabet();
-            let mut original = tight();
+            let mut off = tight();
+            let mut on = tm(TemporalMemoryParams { first_order_fallback: fraction, ..tight().params });
+            for &(i, learn) in &steps {
+                off.compute(&abc[i], learn);
+                on.compute(&abc[i], learn);
+                prop_assert_eq!(on.active_cells(), off.active_cells());
+                prop_assert_eq!(on.winner_cells(), off.winner_cells());
+                prop_assert!(on.anomaly() <= off.anomaly());
+            }
+            prop_assert_eq!(
+                serde_json::to_string(on.connections()).unwrap(),
+                serde_json::to_string(off.connections()).unwrap()
+            );
+        }
+
+        #[test]
+        fn a_restored_checkpoint_continues_exactly(
+            before in steps(), after in steps(), peek in any::<bool>(),
+            fallback in prop::sample::select(vec![0.0f32, 0.5]),
+        ) {
+            let abc = alphabet();
+            let mut original = tm(TemporalMemoryParams { first_order_fallback: fallback, ..tight().params });
             run(&mut original, &before, &abc);
             if peek {
                 // Predictions computed before saving must not change anything.

@@ -258,6 +258,7 @@ impl ModelParams {
                 seed: 42,
                 max_segments_per_cell: 128,
                 max_synapses_per_segment: 64,
+                first_order_fallback: 0.0,
             },
             likelihood: AnomalyLikelihoodParams::default(),
             predictor: PredictorParams {
@@ -311,6 +312,7 @@ impl ModelParams {
                 seed: 1960,
                 max_segments_per_cell: 128,
                 max_synapses_per_segment: 32,
+                first_order_fallback: 0.0,
             },
             likelihood: AnomalyLikelihoodParams::for_probationary_period(750),
             predictor: PredictorParams {
@@ -334,13 +336,16 @@ impl ModelParams {
 
     /// The service's preset for a new stream: the `nab` pipeline (one alert
     /// per event, the flat-line rule) with 16 cells per column (half the
-    /// memory and TM work; scored higher on NAB), 200 instead of 130 value
-    /// buckets over the range, the value range calibrated online from the
-    /// first 300 samples, and a likelihood that learns for 200 + 200
-    /// samples. Measurements behind each choice: `docs/nab.md`.
+    /// memory and TM work; scored higher on NAB), the raw anomaly scored
+    /// against the first-order prediction when the Temporal Memory's own
+    /// covers less than half an input, 200 instead of 130 value buckets over
+    /// the range, the value range calibrated online from the first 300
+    /// samples, and a likelihood that learns for 200 + 200 samples.
+    /// Measurements behind each choice: `docs/nab.md`.
     pub fn default_preset() -> ModelParams {
         let mut params = ModelParams::nab();
         params.tm.cells_per_column = 16;
+        params.tm.first_order_fallback = 0.5;
         params.value_encoder.range_buckets = 200.0;
         params.value_encoder.calibration_samples = 300;
         params.set_probationary_period(400);

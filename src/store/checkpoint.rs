@@ -29,15 +29,21 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::format_compat;
 use crate::store::codec;
 
 /// First eight bytes of every checkpoint file.
 pub const MAGIC: [u8; 8] = *b"HTMCKPT\0";
-/// The format version this build writes and reads. Version 2 added the
+/// The format version this build writes. Version 2 added the
 /// write-ahead-log LSN a checkpoint covers (`StreamState::wal_lsn`),
-/// version 3 stores the predictor's classifier weights as `f32`. Older
-/// files are refused.
-pub const FORMAT_VERSION: u32 = 3;
+/// version 3 stores the predictor's classifier weights as `f32`, version 4
+/// adds the Temporal Memory's `first_order_fallback` parameter.
+pub const FORMAT_VERSION: u32 = 4;
+/// The oldest format version this build reads. A version-3 payload is
+/// decoded into today's types with every field added since taking the value
+/// that keeps the old behaviour ([`crate::format_compat`]); the next save
+/// writes it as [`FORMAT_VERSION`]. Older files are refused.
+pub const OLDEST_READABLE_VERSION: u32 = 3;
 /// Header length in bytes; the payload starts here.
 pub const HEADER_LEN: usize = 24;
 
@@ -64,7 +70,7 @@ pub enum CheckpointError {
     #[error("not a checkpoint file (bad magic bytes)")]
     BadMagic,
     /// The file was written by a format this build does not know.
-    #[error("unknown checkpoint format version {found} (this build reads {FORMAT_VERSION})")]
+    #[error("unknown checkpoint format version {found} (this build reads {OLDEST_READABLE_VERSION} to {FORMAT_VERSION})")]
     UnknownVersion {
         /// The version in the header.
         found: u32,
@@ -177,18 +183,24 @@ impl<W: Write> Write for Checksummed<W> {
 /// Decode a complete checkpoint, checking magic, version, length and checksum
 /// before the payload is decoded.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CheckpointError> {
-    let (len, expected_crc) =
-        check_header(&bytes[..bytes.len().min(HEADER_LEN)], bytes.len() as u64)?;
-    debug_assert_eq!(len, (bytes.len() - HEADER_LEN) as u64);
+    let header = check_header(&bytes[..bytes.len().min(HEADER_LEN)], bytes.len() as u64)?;
+    debug_assert_eq!(header.len, (bytes.len() - HEADER_LEN) as u64);
     let payload = &bytes[HEADER_LEN..];
-    check_crc(expected_crc, crc32fast::hash(payload))?;
-    codec::decode(payload).map_err(CheckpointError::Decode)
+    check_crc(header.crc, crc32fast::hash(payload))?;
+    format_compat::decoding_format(header.version, || codec::decode(payload))
+        .map_err(CheckpointError::Decode)
+}
+
+/// What a checked header says about the payload after it.
+struct Header {
+    version: u32,
+    len: u64,
+    crc: u32,
 }
 
 /// Check a checkpoint's header (`head`: its first [`HEADER_LEN`] bytes, or
 /// all of them if fewer) against the total length of the file, `total`.
-/// Returns the payload's length and checksum.
-fn check_header(head: &[u8], total: u64) -> Result<(u64, u32), CheckpointError> {
+fn check_header(head: &[u8], total: u64) -> Result<Header, CheckpointError> {
     if head.len() >= MAGIC.len() && head[..MAGIC.len()] != MAGIC {
         return Err(CheckpointError::BadMagic);
     }
@@ -204,7 +216,7 @@ fn check_header(head: &[u8], total: u64) -> Result<(u64, u32), CheckpointError> 
     }
     let u32_at = |at: usize| u32::from_le_bytes(head[at..at + 4].try_into().expect("4 bytes"));
     let version = u32_at(8);
-    if version != FORMAT_VERSION {
+    if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(CheckpointError::UnknownVersion { found: version });
     }
     let len = u64::from_le_bytes(head[12..20].try_into().expect("8 bytes"));
@@ -218,7 +230,11 @@ fn check_header(head: &[u8], total: u64) -> Result<(u64, u32), CheckpointError> 
     if have > len {
         return Err(CheckpointError::TrailingBytes { extra: have - len });
     }
-    Ok((len, u32_at(20)))
+    Ok(Header {
+        version,
+        len,
+        crc: u32_at(20),
+    })
 }
 
 fn check_crc(expected: u32, actual: u32) -> Result<(), CheckpointError> {
@@ -335,9 +351,12 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, CheckpointError> {
         .take(HEADER_LEN as u64)
         .read_to_end(&mut head)
         .map_err(io_err(path))?;
-    let (len, expected_crc) = check_header(&head, total)?;
+    let header = check_header(&head, total)?;
+    let (len, expected_crc) = (header.len, header.crc);
     let mut payload = BufReader::with_capacity(IO_BUFFER, Checksummed::new(file.take(len)));
-    let decoded = codec::decode_from_reader(&mut payload, len);
+    let decoded = format_compat::decoding_format(header.version, || {
+        codec::decode_from_reader(&mut payload, len)
+    });
     // A failed decode stops early: the checksum must still cover every
     // byte, and a mismatch is the better explanation of the failure.
     std::io::copy(&mut payload, &mut std::io::sink()).map_err(io_err(path))?;
