@@ -15,8 +15,7 @@
 //! - [`store`] — checkpoint format and files, the stream registry, the
 //!   write-ahead log and its start-up replay.
 //! - [`server`] — the HTTP/WebSocket service.
-//!
-//! - [`format_compat`] — a leaf used by [`htm`] and [`store`]: fields added
+//! - [`format_compat`] — a leaf below [`htm`] and [`store`]: fields added
 //!   after a checkpoint format version, read from older checkpoints.
 //!
 //! `src/main.rs` is the thin command line over these.

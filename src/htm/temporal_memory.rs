@@ -292,7 +292,7 @@ impl TemporalMemory {
             }
         }
         self.anomaly = if self.prediction_is_a_dead_end() {
-            self.add_first_order_prediction();
+            self.compute_first_order_prediction();
             raw_anomaly(active_columns.indices(), &self.first_order_columns)
         } else {
             raw_anomaly(active_columns.indices(), &self.predicted_columns)
@@ -323,7 +323,7 @@ impl TemporalMemory {
 
     /// `first_order_columns` = the predicted columns plus the columns that
     /// the last input's columns predict with all their cells active.
-    fn add_first_order_prediction(&mut self) {
+    fn compute_first_order_prediction(&mut self) {
         let cpc = self.params.cells_per_column;
         self.first_order_cells.clear();
         for &cell in &self.active_cells {

@@ -336,7 +336,7 @@ impl ModelParams {
 
     /// The service's preset for a new stream: the `nab` pipeline (one alert
     /// per event, the flat-line rule) with 16 cells per column (half the
-    /// memory and TM work; scored higher on NAB), the raw anomaly scored
+    /// memory and TM work of 32, and higher NAB scores), the raw anomaly scored
     /// against the first-order prediction when the Temporal Memory's own
     /// covers less than half an input, 200 instead of 130 value buckets over
     /// the range, the value range calibrated online from the first 300
