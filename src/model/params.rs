@@ -335,16 +335,17 @@ impl ModelParams {
     }
 
     /// The service's preset for a new stream: the `nab` pipeline (one alert
-    /// per event, the flat-line rule) with 16 cells per column (half the
-    /// memory and TM work of 32, and higher NAB scores), the raw anomaly scored
-    /// against the first-order prediction when the Temporal Memory's own
-    /// covers less than half an input, 200 instead of 130 value buckets over
+    /// per event, the flat-line rule) with 8 cells per column (a quarter of
+    /// the Temporal Memory of 32; with the fallback next, as good on NAB as
+    /// 16 or 32), the raw anomaly scored against the first-order prediction
+    /// when the Temporal Memory's own covers less than half an input (a
+    /// narrow context's dead end), 200 instead of 130 value buckets over
     /// the range, the value range calibrated online from the first 300
     /// samples, and a likelihood that learns for 200 + 200 samples.
     /// Measurements behind each choice: `docs/nab.md`.
     pub fn default_preset() -> ModelParams {
         let mut params = ModelParams::nab();
-        params.tm.cells_per_column = 16;
+        params.tm.cells_per_column = 8;
         params.tm.first_order_fallback = 0.5;
         params.value_encoder.range_buckets = 200.0;
         params.value_encoder.calibration_samples = 300;
