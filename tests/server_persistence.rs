@@ -208,6 +208,9 @@ async fn a_previous_format_checkpoint_is_served_and_rewritten() {
     let (st, one) = s.get("/streams/golden.stream-1").await;
     assert_eq!(st, 200, "{one}");
     assert_eq!(one["stats"]["samples"], 48);
+    // It runs as the model it was: saved with 16 cells, before the fallback.
+    assert_eq!(one["params"]["tm"]["cells_per_column"], 16, "{one}");
+    assert_eq!(one["params"]["tm"]["first_order_fallback"], 0.0, "{one}");
     // The golden stream's 48 hourly samples ended at 2026-11-29T09:00Z.
     let (st, r) = s
         .post(
