@@ -285,12 +285,8 @@ impl TemporalMemory {
 
         let cpc = self.params.cells_per_column;
         self.predicted_columns.clear();
-        for &cell in &self.predictive_cells {
-            let column = cell / cpc;
-            if self.predicted_columns.last() != Some(&column) {
-                self.predicted_columns.push(column);
-            }
-        }
+        self.predicted_columns
+            .extend(columns_of(&self.predictive_cells, cpc));
         self.anomaly = if self.prediction_is_a_dead_end() {
             self.compute_first_order_prediction();
             raw_anomaly(active_columns.indices(), &self.first_order_columns)
@@ -309,15 +305,7 @@ impl TemporalMemory {
         if fraction <= 0.0 || self.active_cells.is_empty() {
             return false;
         }
-        let cpc = self.params.cells_per_column;
-        let mut last_columns = 0;
-        let mut previous = None;
-        for &cell in &self.active_cells {
-            if previous != Some(cell / cpc) {
-                last_columns += 1;
-                previous = Some(cell / cpc);
-            }
-        }
+        let last_columns = columns_of(&self.active_cells, self.params.cells_per_column).count();
         (self.predicted_columns.len() as f32) < fraction * last_columns as f32
     }
 
@@ -326,12 +314,9 @@ impl TemporalMemory {
     fn compute_first_order_prediction(&mut self) {
         let cpc = self.params.cells_per_column;
         self.first_order_cells.clear();
-        for &cell in &self.active_cells {
-            let column = cell / cpc;
-            if self.first_order_cells.last() != Some(&(column * cpc + cpc - 1)) {
-                self.first_order_cells
-                    .extend(column * cpc..(column + 1) * cpc);
-            }
+        for column in columns_of(&self.active_cells, cpc) {
+            self.first_order_cells
+                .extend(column * cpc..(column + 1) * cpc);
         }
         let activation = self.params.activation_threshold;
         let activity = &mut self.first_order_activity;
@@ -581,6 +566,15 @@ impl TemporalMemory {
             + self.first_order_activity.memory_bytes()
             + 4 * words
     }
+}
+
+/// The distinct columns of `cells` (sorted), in order.
+fn columns_of(cells: &[u32], cells_per_column: u32) -> impl Iterator<Item = u32> + '_ {
+    let mut previous = None;
+    cells
+        .iter()
+        .map(move |&cell| cell / cells_per_column)
+        .filter(move |&column| previous.replace(column) != Some(column))
 }
 
 /// The borrowed pieces of a Temporal Memory that one `activate_cells` pass
