@@ -26,7 +26,8 @@
 //!
 //! The server runs **in-process**: [`htm_stream::server::run`] on its own
 //! multi-thread tokio runtime (threads named `htm-srv`, blocking pool
-//! included) over a real `127.0.0.1:0` socket, with a temporary data
+//! included; beside it the server's stream workers, `htm-worker`, and the
+//! log's fsync thread) over a real `127.0.0.1:0` socket, with a temporary data
 //! directory, periodic checkpoints off (`--checkpoint-interval-secs 0`) and
 //! a memory budget of 70 % of `MemAvailable` (`--memory-budget-bytes`,
 //! unless `HTM_MEMORY_BUDGET_BYTES` is set), so the streams chosen below
@@ -467,9 +468,9 @@ async fn collect(
 }
 
 /// CPU seconds used so far by this process's live threads whose name
-/// starts with `prefix`, from `/proc/self/task/*/stat`; `None` without
-/// `/proc`. Assumes the usual 100 clock ticks per second.
-fn cpu_secs(prefix: &str) -> Option<f64> {
+/// `counts`, from `/proc/self/task/*/stat`; `None` without `/proc`.
+/// Assumes the usual 100 clock ticks per second.
+fn cpu_secs(counts: impl Fn(&str) -> bool) -> Option<f64> {
     let mut ticks: u64 = 0;
     for entry in std::fs::read_dir("/proc/self/task").ok()? {
         let Ok(stat) = std::fs::read_to_string(entry.ok()?.path().join("stat")) else {
@@ -478,7 +479,7 @@ fn cpu_secs(prefix: &str) -> Option<f64> {
         let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
             continue;
         };
-        if !stat[open + 1..close].starts_with(prefix) {
+        if !counts(&stat[open + 1..close]) {
             continue;
         }
         // After "pid (comm) ": state is field 3; utime and stime are 14, 15.
@@ -490,9 +491,12 @@ fn cpu_secs(prefix: &str) -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
-/// CPU seconds of the server's and the client's threads.
+/// CPU seconds of the server's threads (every thread but the client's:
+/// the runtime, the stream workers, the log's fsync thread) and the
+/// client's.
 fn cpu_now() -> (Option<f64>, Option<f64>) {
-    (cpu_secs("htm-srv"), cpu_secs("htm-load"))
+    let client = |name: &str| name.starts_with("htm-load");
+    (cpu_secs(|name| !client(name)), cpu_secs(client))
 }
 
 /// One row of the report.

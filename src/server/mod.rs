@@ -36,6 +36,7 @@ pub mod routes;
 pub mod sample;
 pub mod shutdown;
 pub mod streams;
+pub mod workers;
 pub mod ws;
 
 use std::future::Future;
@@ -54,6 +55,7 @@ pub use error::ApiError;
 use crate::store::{CheckpointError, DataDir, Registry, Residency, ResidencyLimits, Wal, WalError};
 use feed::Feed;
 use metrics::Metrics;
+use workers::Workers;
 
 /// Why the server could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -94,9 +96,8 @@ pub struct AppState {
     /// Operations on streams in progress, bounded by `--max-inflight`; full
     /// means 503 at once rather than an unbounded queue.
     pub inflight: Arc<Semaphore>,
-    /// Model steps running at once, one per core: more would only evict
-    /// each other's models from the CPU caches and stretch latency tails.
-    pub workers: Arc<Semaphore>,
+    /// The threads that run operations on streams' state, one per core.
+    pub workers: Workers,
     /// Set once checkpoints are loaded; until then stream endpoints answer 503.
     ready: AtomicBool,
     /// The write-ahead log, set once it is replayed (before `ready`).
@@ -118,6 +119,7 @@ impl AppState {
             max_resident: args.max_resident_streams,
             budget_bytes: args.memory_budget_bytes,
         };
+        let tasks = TaskTracker::new();
         Ok(AppState {
             registry: Registry::with_residency(
                 args.max_streams,
@@ -127,13 +129,15 @@ impl AppState {
             metrics,
             feed: Feed::new(args.feed_capacity, args.max_feed_subscribers),
             inflight: Arc::new(Semaphore::new(args.max_inflight)),
-            workers: Arc::new(Semaphore::new(
+            workers: Workers::start(
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
-            )),
+                "htm-worker",
+                tasks.clone(),
+            )?,
             ready: AtomicBool::new(false),
             wal: OnceLock::new(),
             shutdown: CancellationToken::new(),
-            tasks: TaskTracker::new(),
+            tasks,
             args,
         })
     }

@@ -7,12 +7,13 @@
 //!    already has `--max-stream-queue` waiting (so a burst on one stream
 //!    cannot take every slot);
 //! 2. wait for the stream's turn (a FIFO semaphore: accepted order);
-//! 3. run the closure on the blocking pool under the stream's std mutex
-//!    (nothing awaits while it is held), tracked so shutdown waits for it;
-//!    an evicted stream is reloaded from its checkpoint first, and if the
-//!    resident set is then over its limits, idle streams are evicted on the
-//!    same blocking thread before the answer goes out (so a burst of
-//!    reloads is slowed down rather than let past the memory budget).
+//! 3. run the closure on a stream worker ([`crate::server::workers`]) under
+//!    the stream's std mutex (nothing awaits while it is held), tracked so
+//!    shutdown waits for it; an evicted stream is reloaded from its
+//!    checkpoint first, and if the resident set is then over its limits,
+//!    idle streams are evicted on the same worker before the answer goes
+//!    out (so a burst of reloads is slowed down rather than let past the
+//!    memory budget).
 //!
 //! [`on_stream_logged`] splits step 3 for changes the write-ahead log must
 //! hold first: log, wait until durable (still holding the turn), apply. A
@@ -104,7 +105,7 @@ async fn admit(
     })
 }
 
-/// Step 3: run `f` on the blocking pool under the stream's mutex. `None`
+/// Step 3: run `f` on a stream worker under the stream's mutex. `None`
 /// if the stream was deleted meanwhile.
 async fn run_locked<R, F>(
     state: &Arc<AppState>,
@@ -115,15 +116,10 @@ where
     R: Send + 'static,
     F: FnOnce(&Stream, &mut Slot) -> Result<R, ApiError> + Send + 'static,
 {
-    let worker = Arc::clone(&state.workers)
-        .acquire_owned()
-        .await
-        .map_err(|_| ApiError::Internal("server closing".into()))?;
     let stream = Arc::clone(stream);
     let id = stream.id().clone();
     let worker_state = Arc::clone(state);
-    let work = state.tasks.spawn_blocking(move || {
-        let _worker = worker;
+    let work = state.workers.run(move || {
         let residency = worker_state.registry.residency();
         let result = {
             let mut slot = stream.lock();
@@ -146,7 +142,7 @@ where
         Ok(Some(result)) => result.map(Some),
         Ok(None) => Ok(None),
         Err(e) => {
-            tracing::error!(stream = %id, error = %e, "stream operation panicked");
+            tracing::error!(stream = %id, error = %e, "stream operation failed");
             Err(ApiError::Internal(format!(
                 "the operation on stream {:?} failed: {e}",
                 id.as_str()
