@@ -25,7 +25,7 @@ pub enum JobError {
     /// The job panicked; the worker thread lives on.
     #[error("panicked: {0}")]
     Panicked(String),
-    /// The workers were stopped before the job ran.
+    /// The job was dropped without running (its worker is gone).
     #[error("the stream workers have stopped")]
     Stopped,
 }
@@ -92,13 +92,8 @@ impl Workers {
             // The caller may have gone away: the job's effect stands.
             let _ = tx.send(result);
         });
-        {
-            let mut queue = lock(&self.shared.queue);
-            if queue.stopped {
-                return Err(JobError::Stopped);
-            }
-            queue.jobs.push_back(job);
-        }
+        // Not stopped: that happens only when this handle is dropped.
+        lock(&self.shared.queue).jobs.push_back(job);
         self.shared.work.notify_one();
         rx.await.unwrap_or(Err(JobError::Stopped))
     }
