@@ -1,7 +1,9 @@
 //! Criterion benches of the engine on real data: one Spatial Pooler step,
 //! one Temporal Memory step and one full `Model::step`, with the `nab`
 //! preset over the hot-gym series (`../shared/data/hotgym.csv`), and the
-//! encoding of that model's checkpoint after one pass.
+//! encoding of that model's checkpoint after one pass; and the `default`
+//! preset's full step over 100 models in turn, one step each (the many
+//! streams of the service, each step with its model out of the caches).
 //!
 //! Each bench first warms a model up with one pass over the file (learning
 //! on, as in service), keeps that state as a snapshot, then measures steps
@@ -187,5 +189,66 @@ fn bench_engine(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_engine);
+/// Models of the many-streams bench: far more memory (about 10 MB each after
+/// the warm-up) than the CPU's last-level cache.
+const IN_TURN_MODELS: usize = 100;
+
+/// Samples each of those models learns before it is measured: past the
+/// `default` preset's 300 calibration samples, as in the load bench.
+const IN_TURN_WARMUP: usize = 450;
+
+/// The service's usual case: many streams, each sample to a different
+/// one, so every step finds its model out of the CPU caches. 100 `default`
+/// models (seeds 1..=100) learn the first 450 hot-gym rows; then one step
+/// per model in turn, each model on its next row. When a model reaches the
+/// end of the file, every model is reset to its warmed state (untimed).
+fn bench_models_in_turn(c: &mut Criterion) {
+    let samples = hotgym();
+    let warmed: Vec<Model> = (1..=IN_TURN_MODELS as u64)
+        .map(|seed| {
+            let params = ModelParams::default_preset()
+                .with_assignments(&[
+                    format!("sp.seed={seed}"),
+                    format!("tm.seed={seed}"),
+                    format!("value_encoder.seed={seed}"),
+                ])
+                .unwrap();
+            let mut model = Model::new(params).unwrap();
+            for s in &samples[..IN_TURN_WARMUP] {
+                model.step(s.timestamp, s.value, true);
+            }
+            model
+        })
+        .collect();
+    let mut models = warmed.clone();
+    let (mut next_model, mut row) = (0, IN_TURN_WARMUP);
+    c.bench_function("model_step_default_100_models_in_turn", |bench| {
+        bench.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                if row == samples.len() {
+                    models.clone_from(&warmed);
+                    (next_model, row) = (0, IN_TURN_WARMUP);
+                }
+                // Up to the end of the current row's round over the models.
+                let n = left.min((IN_TURN_MODELS - next_model) as u64);
+                let s = &samples[row];
+                let start = Instant::now();
+                for m in &mut models[next_model..next_model + n as usize] {
+                    black_box(m.step(s.timestamp, s.value, true));
+                }
+                total += start.elapsed();
+                next_model += n as usize;
+                if next_model == IN_TURN_MODELS {
+                    (next_model, row) = (0, row + 1);
+                }
+                left -= n;
+            }
+            total
+        })
+    });
+}
+
+criterion_group!(benches, bench_engine, bench_models_in_turn);
 criterion_main!(benches);

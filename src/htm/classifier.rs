@@ -43,6 +43,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::prefetch;
+
 /// `row_of_bit` entry of an input bit that has no weights yet.
 pub const NO_ROW: u32 = u32::MAX;
 
@@ -178,7 +180,23 @@ impl Classifier {
             return;
         }
         out.resize(n, 0.0);
-        for &bit in pattern {
+        for (i, &bit) in pattern.iter().enumerate() {
+            // Two stages ahead, as in `Connections::compute_activity`: a
+            // bit's row index, then its row.
+            if let Some(&ahead) = pattern.get(i + 8) {
+                if let Some(row) = self.row_of_bit.get(ahead as usize) {
+                    prefetch::item(row);
+                }
+            }
+            if let Some(&ahead) = pattern.get(i + 4) {
+                match self.row_of_bit.get(ahead as usize) {
+                    Some(&row) if row != NO_ROW => {
+                        let start = row as usize * stride;
+                        prefetch::slice(&self.weights[start..start + n]);
+                    }
+                    _ => {}
+                }
+            }
             match self.row_of_bit.get(bit as usize) {
                 Some(&row) if row != NO_ROW => {
                     let start = row as usize * stride;

@@ -36,6 +36,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
+use super::prefetch;
 use super::random::Random;
 
 /// The global permanence epsilon (§0 "Conventions").
@@ -272,6 +273,9 @@ pub struct Connections {
 
     /// Reused buffer for synapse lists being edited (not state).
     scratch: Vec<u32>,
+    /// Reused buffer for the synapses an adaptation moved across the
+    /// connected threshold (not state).
+    crossed: Vec<u32>,
     /// Reused buffer for growth candidates (not state).
     candidates: Vec<u32>,
 }
@@ -301,6 +305,7 @@ impl Clone for Connections {
             free_synapses: self.free_synapses.clone(),
             fanout: self.fanout.clone(),
             scratch: self.scratch.clone(),
+            crossed: self.crossed.clone(),
             candidates: self.candidates.clone(),
         }
     }
@@ -416,6 +421,7 @@ impl From<StoredConnections<'_>> for Connections {
             free_synapses: stored.free_synapses.into_owned(),
             fanout: stored.fanout.into_owned(),
             scratch: Vec::new(),
+            crossed: Vec::new(),
             candidates: Vec::new(),
         }
     }
@@ -516,6 +522,7 @@ impl Connections {
             free_synapses: Vec::new(),
             fanout: ListPool::default(),
             scratch: Vec::new(),
+            crossed: Vec::new(),
             candidates: Vec::new(),
         }
     }
@@ -718,21 +725,32 @@ impl Connections {
     /// synapse record read.
     #[inline(always)]
     fn note_permanence_change(&mut self, synapse: u32, old: f32, permanence: f32) {
-        let i = synapse as usize;
-        let was = old >= self.connected_threshold;
-        let now = permanence >= self.connected_threshold;
-        if was != now {
-            let segment = self.synapses[i].segment as usize;
-            let presyn = self.synapses[i].presyn as usize;
-            let entry = &mut self.fanout.get_mut(presyn)[self.synapses[i].slot as usize];
-            debug_assert_eq!(entry.synapse, synapse);
-            entry.tagged ^= CONNECTED_FLAG;
-            if now {
-                self.segment_connected[segment] += 1;
-            } else {
-                self.segment_connected[segment] -= 1;
-            }
+        if (old >= self.connected_threshold) != (permanence >= self.connected_threshold) {
+            self.flip_connected(synapse);
         }
+    }
+
+    /// `synapse` (live) crossed the connected threshold, in the direction
+    /// its segment's [`Link`] already holds: flip its fanout flag and its
+    /// segment's connected count.
+    #[inline(always)]
+    fn flip_connected(&mut self, synapse: u32) {
+        let record = self.synapses[synapse as usize];
+        let segment = record.segment as usize;
+        let entry = &mut self.fanout.get_mut(record.presyn as usize)[record.slot as usize];
+        debug_assert_eq!(entry.synapse, synapse);
+        entry.tagged ^= CONNECTED_FLAG;
+        if entry.tagged & CONNECTED_FLAG != 0 {
+            self.segment_connected[segment] += 1;
+        } else {
+            self.segment_connected[segment] -= 1;
+        }
+    }
+
+    /// The fanout entry of live `synapse`.
+    fn fanout_entry(&self, synapse: u32) -> &Fanout {
+        let record = self.synapses[synapse as usize];
+        &self.fanout.get(record.presyn as usize)[record.slot as usize]
     }
 
     /// Hebbian update of one segment: every synapse whose presynaptic cell is
@@ -753,6 +771,8 @@ impl Connections {
     ) {
         let mut doomed = std::mem::take(&mut self.scratch);
         doomed.clear();
+        let mut crossed = std::mem::take(&mut self.crossed);
+        crossed.clear();
         // The lists are borrowed out (no copy) while the permanences change;
         // nothing below touches `segment_synapses` or `segment_links` until
         // they are back.
@@ -770,11 +790,25 @@ impl Connections {
             } else {
                 let updated = (permanence + delta).clamp(0.0, 1.0);
                 link.permanence = updated;
-                self.note_permanence_change(synapse, permanence, updated);
+                if (permanence >= self.connected_threshold) != (updated >= self.connected_threshold)
+                {
+                    // Flipped after the walk, once what the flip reads (the
+                    // record, then the fanout list) is on its way.
+                    prefetch::item(&self.synapses[synapse as usize]);
+                    prefetch::item(&self.fanout.heads[presyn as usize]);
+                    crossed.push(synapse);
+                }
             }
         }
         self.segment_synapses[segment as usize] = synapses;
         self.segment_links[segment as usize] = links;
+        for (k, &synapse) in crossed.iter().enumerate() {
+            if let Some(&next) = crossed.get(k + 1) {
+                prefetch::item(self.fanout_entry(next));
+            }
+            self.flip_connected(synapse);
+        }
+        self.crossed = crossed;
         for &synapse in &doomed {
             self.destroy_synapse(synapse);
         }
@@ -923,10 +957,39 @@ impl Connections {
     ) {
         activity.reset(self.segment_cell.len(), reach_threshold);
         let lists = self.fanout.num_lists();
-        for &cell in active_presynaptic {
+        // Two stages ahead: a list's head, then (once the head is cached)
+        // its items, so the misses of several cells overlap.
+        for (i, &cell) in active_presynaptic.iter().enumerate() {
+            if let Some(&ahead) = active_presynaptic.get(i + 8) {
+                if (ahead as usize) < lists {
+                    prefetch::item(&self.fanout.heads[ahead as usize]);
+                }
+            }
+            if let Some(&ahead) = active_presynaptic.get(i + 4) {
+                if (ahead as usize) < lists {
+                    prefetch::slice(self.fanout.get(ahead as usize));
+                }
+            }
             if (cell as usize) < lists {
                 activity.count_all(self.fanout.get(cell as usize));
             }
+        }
+    }
+
+    /// Start loading what reinforcing `segments` reads (their owner and
+    /// their synapse lists; see [`prefetch`]): the lists' headers for all
+    /// of them first, then the lists, so the misses overlap.
+    pub fn prefetch_segments(&self, segments: &[u32]) {
+        for &segment in segments {
+            let s = segment as usize;
+            prefetch::item(&self.segment_cell[s]);
+            prefetch::item(&self.segment_synapses[s]);
+            prefetch::item(&self.segment_links[s]);
+        }
+        for &segment in segments {
+            let s = segment as usize;
+            prefetch::slice(&self.segment_synapses[s]);
+            prefetch::slice(&self.segment_links[s]);
         }
     }
 
@@ -1027,6 +1090,7 @@ impl Connections {
                 + 4 * self.synapses.capacity()
                 + self.free_synapses.capacity()
                 + self.scratch.capacity()
+                + self.crossed.capacity()
                 + self.candidates.capacity())
     }
 

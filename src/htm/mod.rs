@@ -25,6 +25,7 @@ pub mod date_encoder;
 pub mod dense_row;
 pub mod murmur3;
 pub mod predictor;
+pub mod prefetch;
 pub mod random;
 pub mod rdse;
 pub mod scalar_encoder;

@@ -400,6 +400,9 @@ impl TemporalMemory {
         let cpc = self.params.cells_per_column;
         let active_segments = std::mem::take(&mut self.active_segments);
         let matching_segments = std::mem::take(&mut self.matching_segments);
+        if learn {
+            self.connections.prefetch_segments(&active_segments);
+        }
         let mut step = Step {
             params: &self.params,
             connections: &mut self.connections,
