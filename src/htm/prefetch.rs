@@ -4,12 +4,15 @@
 //! With many streams, each model's memory has left the CPU caches by the
 //! time its next sample comes (a model is megabytes; the server steps
 //! hundreds of them in turn), and a step then waits on hundreds of
-//! scattered cache misses: a Spatial Pooler row per winning column, a
-//! classifier row per active cell, a fanout list per active cell. The
-//! loops over those know the next item's address one iteration ahead; a
+//! scattered cache misses, many in chains where one miss gives the address
+//! of the next: a fanout list's head, then the list, per active cell; a
+//! classifier row's index, then the row; a segment's list headers, then its
+//! lists. The loops over those know the items a few iterations ahead; a
 //! prefetch issued then turns a serial chain of misses into overlapping
-//! ones. A prefetch is only a hint: it never faults, changes no value, and
-//! costs a few instructions when the data is already cached.
+//! ones. (The Spatial Pooler's row update is a straight pass the hardware
+//! prefetcher already streams; prefetching its next row did not help.) A
+//! prefetch is only a hint: it never faults, changes no value, and costs a
+//! few instructions when the data is already cached.
 
 /// Bytes per cache line on the CPUs we run on (x86-64 and most ARM cores).
 const LINE: usize = 64;
