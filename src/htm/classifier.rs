@@ -182,7 +182,9 @@ impl Classifier {
         out.resize(n, 0.0);
         for (i, &bit) in pattern.iter().enumerate() {
             // Two stages ahead, as in `Connections::compute_activity`: a
-            // bit's row index, then its row.
+            // bit's row index, then its row's first line (the hardware
+            // prefetcher streams the rest; prefetching every line of a
+            // 200-bucket row cost more in cache than it saved out of it).
             if let Some(&ahead) = pattern.get(i + 8) {
                 if let Some(row) = self.row_of_bit.get(ahead as usize) {
                     prefetch::item(row);
@@ -191,8 +193,7 @@ impl Classifier {
             if let Some(&ahead) = pattern.get(i + 4) {
                 match self.row_of_bit.get(ahead as usize) {
                     Some(&row) if row != NO_ROW => {
-                        let start = row as usize * stride;
-                        prefetch::slice(&self.weights[start..start + n]);
+                        prefetch::item(&self.weights[row as usize * stride]);
                     }
                     _ => {}
                 }
