@@ -15,7 +15,9 @@
 //!    into a distribution over the next value.
 //!
 //! Everything here is deterministic given its seeds ([`random`]) and
-//! serializable, and does no I/O.
+//! serializable, and does no I/O. [`prefetch`] hints at memory the TM and
+//! the classifier are about to read, for steps whose model has left the CPU
+//! caches (the service's many streams); it changes no result.
 
 pub mod anomaly;
 pub mod anomaly_likelihood;
