@@ -91,14 +91,7 @@ async fn a_slowloris_client_is_cut_off_while_others_are_served() {
     // second the slow one took, may be closed by the server (as idle) just
     // as it is reused, which reqwest reports as an incomplete message.
     let fresh = reqwest::Client::new();
-    let text = fresh
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics_via(&fresh).await;
     // Exactly the slow one. The test client's own keep-alive connection
     // may meet the same deadline, but it is counted as idle.
     assert_eq!(

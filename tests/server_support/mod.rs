@@ -135,7 +135,13 @@ impl TestServer {
     }
 
     pub async fn metrics(&self) -> String {
-        self.client
+        self.metrics_via(&self.client).await
+    }
+
+    /// `/metrics` over `client`'s connections (e.g. a fresh client, when
+    /// the test client's pooled connection may have been closed as idle).
+    pub async fn metrics_via(&self, client: &reqwest::Client) -> String {
+        client
             .get(self.url("/metrics"))
             .send()
             .await
